@@ -1,0 +1,283 @@
+"""Parse database URLs and open Ibis backends (DuckDB, Spark, BigQuery, PostgreSQL).
+
+URLs
+----
+``duckdb://PATH``            an embedded DuckDB file (``duckdb:///abs/path.duckdb`` is absolute,
+                             ``duckdb://rel/path.duckdb`` relative); a bare ``*.duckdb`` path too
+``duckdb://``                an in-memory DuckDB database
+``pyspark``                  a local Spark session (``local[2]``, bound to 127.0.0.1)
+``pyspark://local[4]``       a local Spark session with another master
+``bigquery://PROJECT/DATASET``  Google BigQuery (needs ``pharmalab[bigquery]``)
+``postgres://USER:PW@HOST:PORT/DB``  PostgreSQL (needs ``pharmalab[postgres]``)
+
+Any URL takes the query parameters ``cdm_schema``, ``vocab_schema`` (defaults to the CDM
+schema) and ``results_schema``, e.g. ``duckdb:///cdm.duckdb?results_schema=results``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import ibis
+from ibis.backends import BaseBackend
+
+from pharmalab.errors import CdmNotFoundError, EngineURLError
+
+_SCHEMA_PARAMS = ("cdm_schema", "vocab_schema", "results_schema")
+_SCHEMES = ("duckdb", "pyspark", "spark", "bigquery", "postgres", "postgresql")
+
+
+@dataclass(frozen=True)
+class EngineURL:
+    """A parsed database URL.
+
+    Attributes
+    ----------
+    kind : {"duckdb", "pyspark", "bigquery", "postgres"}
+    target : str
+        DuckDB: the file path ("" for in memory); Spark: the master; BigQuery:
+        ``project/dataset``; PostgreSQL: the URL without the schema parameters.
+    cdm_schema, vocab_schema, results_schema : str or None
+        None means the connection's current schema.
+    """
+
+    kind: str
+    target: str
+    cdm_schema: str | None = None
+    vocab_schema: str | None = None
+    results_schema: str | None = None
+    options: dict = field(default_factory=dict)
+
+    @property
+    def duckdb_path(self) -> Path | None:
+        """The DuckDB file, or None for an in-memory database or another engine."""
+        if self.kind != "duckdb" or self.target in ("", ":memory:"):
+            return None
+        return Path(self.target)
+
+    def redacted(self) -> str:
+        """The URL with any password replaced by ``***`` (safe for manifests and logs)."""
+        return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", f"{self.kind}://{self.target}")
+
+
+def parse_url(url: str) -> EngineURL:
+    """Parse a database URL (see the module docstring for the forms).
+
+    Raises
+    ------
+    EngineURLError
+        For an empty URL, an unknown scheme, or a BigQuery URL without project and dataset.
+    """
+    if not url or not url.strip():
+        raise EngineURLError("database URL is empty; expected e.g. duckdb:///cdm.duckdb")
+    url = url.strip()
+    if "://" not in url:
+        if url in ("pyspark", "spark"):
+            url = "pyspark://"
+        elif url.endswith((".duckdb", ".ddb", ".db")):
+            url = f"duckdb://{url}"
+        else:
+            raise EngineURLError(
+                f"database URL {url!r} has no scheme; expected one of "
+                "duckdb:///path.duckdb, duckdb://, pyspark, bigquery://project/dataset, "
+                "postgres://user@host/db"
+            )
+    scheme, rest = url.split("://", 1)
+    scheme = scheme.lower()
+    if scheme not in _SCHEMES:
+        raise EngineURLError(
+            f"database URL {url!r}: unknown scheme {scheme!r}; expected one of "
+            "duckdb, pyspark, bigquery, postgres"
+        )
+    rest, _, query = rest.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=False))
+    unknown = sorted(set(params) - set(_SCHEMA_PARAMS) - {"master"})
+    if unknown:
+        raise EngineURLError(
+            f"database URL {url!r}: unknown parameter {unknown[0]!r}; expected "
+            + ", ".join(_SCHEMA_PARAMS)
+        )
+    schemas = {k: params.get(k) for k in _SCHEMA_PARAMS}
+    if scheme in ("pyspark", "spark"):
+        return EngineURL("pyspark", rest or params.get("master") or "local[2]", **schemas)
+    if scheme == "bigquery":
+        parts = [p for p in rest.split("/") if p]
+        if len(parts) != 2:
+            raise EngineURLError(
+                f"database URL {url!r}: expected bigquery://PROJECT/DATASET"
+            )
+        schemas["cdm_schema"] = schemas["cdm_schema"] or parts[1]
+        return EngineURL("bigquery", f"{parts[0]}/{parts[1]}", **schemas)
+    if scheme in ("postgres", "postgresql"):
+        if not rest:
+            raise EngineURLError(f"database URL {url!r}: expected postgres://USER@HOST/DB")
+        return EngineURL("postgres", rest, **schemas)
+    return EngineURL("duckdb", rest, **schemas)
+
+
+def connect(url: str | EngineURL) -> BaseBackend:
+    """Open an Ibis backend for ``url``.
+
+    Parameters
+    ----------
+    url
+        A database URL (module docstring) or a parsed :class:`EngineURL`.
+
+    Returns
+    -------
+    ibis.backends.BaseBackend
+        DuckDB, PySpark, BigQuery or PostgreSQL backend.
+
+    Raises
+    ------
+    EngineURLError
+        For a bad URL, a DuckDB path whose folder does not exist, or an engine whose optional
+        dependency is not installed (the message names the extra to install).
+    """
+    parsed = parse_url(url) if isinstance(url, str) else url
+    if parsed.kind == "duckdb":
+        path = parsed.duckdb_path
+        if path is None:
+            return ibis.duckdb.connect()
+        if not path.parent.exists():
+            raise EngineURLError(
+                f"DuckDB file {str(path)!r}: folder {str(path.parent)!r} does not exist"
+            )
+        return ibis.duckdb.connect(str(path))
+    if parsed.kind == "pyspark":
+        return _connect_spark(parsed.target)
+    if parsed.kind == "bigquery":
+        try:
+            importlib.import_module("ibis.backends.bigquery")
+        except ImportError as exc:
+            raise EngineURLError(
+                "BigQuery needs the optional dependencies: pip install 'pharmalab[bigquery]'"
+            ) from exc
+        project, dataset = parsed.target.split("/")
+        return ibis.bigquery.connect(project_id=project, dataset_id=dataset)
+    try:
+        return ibis.connect(f"postgres://{parsed.target}")
+    except ImportError as exc:
+        raise EngineURLError(
+            "PostgreSQL needs the optional dependencies: pip install 'pharmalab[postgres]'"
+        ) from exc
+
+
+def _connect_spark(master: str) -> BaseBackend:
+    """A local SparkSession with the settings measured to work here (../shared/KNOWN.md).
+
+    The warehouse lives in ``./.pharmalab/spark-warehouse`` of the working folder and the
+    catalog is in memory, so no ``spark-warehouse`` or ``metastore_db`` appears elsewhere.
+    """
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise EngineURLError(
+            "Spark needs the optional dependencies: pip install 'pharmalab[spark]'"
+        ) from exc
+    warehouse = (Path.cwd() / ".pharmalab" / "spark-warehouse").resolve()
+    session = (
+        SparkSession.builder.master(master)
+        .appName("pharmalab")
+        .config("spark.driver.memory", "3g")
+        .config("spark.sql.shuffle.partitions", "4")
+        .config("spark.ui.enabled", "false")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.sql.warehouse.dir", str(warehouse))
+        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.session.timeZone", "UTC")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    return ibis.pyspark.connect(session)
+
+
+@dataclass(frozen=True)
+class Database:
+    """An Ibis backend and the schemas that hold the CDM, the vocabulary and the results.
+
+    Attributes
+    ----------
+    con : ibis.backends.BaseBackend
+    url : EngineURL
+    cdm_schema, vocab_schema, results_schema : str or None
+        None is the backend's current schema. ``vocab_schema`` defaults to ``cdm_schema``.
+    """
+
+    con: BaseBackend
+    url: EngineURL
+    cdm_schema: str | None = None
+    vocab_schema: str | None = None
+    results_schema: str | None = None
+
+    def schema(self, role: str) -> str | None:
+        """Schema name for ``role`` in {"cdm", "vocab", "results"}."""
+        if role == "vocab":
+            return self.vocab_schema or self.cdm_schema
+        if role == "results":
+            return self.results_schema
+        return self.cdm_schema
+
+    def has_table(self, name: str, role: str = "cdm") -> bool:
+        """Whether table ``name`` exists in the schema of ``role``."""
+        return name in self.list_tables(role)
+
+    def list_tables(self, role: str = "cdm") -> list[str]:
+        """Table names (lower case) in the schema of ``role``; empty if the schema is absent."""
+        schema = self.schema(role)
+        try:
+            names = self.con.list_tables(database=schema) if schema else self.con.list_tables()
+        except Exception:  # a schema that does not exist yet has no tables
+            return []
+        return [n.lower() for n in names]
+
+    def table(self, name: str, role: str = "cdm"):
+        """The Ibis table ``name`` in the schema of ``role``.
+
+        Raises
+        ------
+        CdmNotFoundError
+            If the table does not exist there.
+        """
+        schema = self.schema(role)
+        if not self.has_table(name, role):
+            where = f"schema {schema!r}" if schema else "the default schema"
+            raise CdmNotFoundError(
+                f"table {name!r} not found in {where} of {self.url.redacted()}"
+            )
+        return self.con.table(name, database=schema) if schema else self.con.table(name)
+
+    def ensure_schema(self, role: str) -> None:
+        """Create the schema of ``role`` if it is named and missing."""
+        schema = self.schema(role)
+        if schema:
+            self.con.create_database(schema, force=True)
+
+
+def database(
+    url: str | EngineURL,
+    *,
+    cdm_schema: str | None = None,
+    vocab_schema: str | None = None,
+    results_schema: str | None = None,
+) -> Database:
+    """Connect to ``url`` and bind the schema names (arguments override URL parameters).
+
+    Raises
+    ------
+    EngineURLError
+        As :func:`connect`.
+    """
+    parsed = parse_url(url) if isinstance(url, str) else url
+    return Database(
+        con=connect(parsed),
+        url=parsed,
+        cdm_schema=cdm_schema or parsed.cdm_schema,
+        vocab_schema=vocab_schema or parsed.vocab_schema,
+        results_schema=results_schema or parsed.results_schema,
+    )

@@ -1,0 +1,39 @@
+"""One exception hierarchy for pharmalab.
+
+Every error caused by the user's input (a file, a table, a URL, a study.toml) is a
+``PharmalabInputError``: the CLI prints its message as one line ``error: …`` and exits 2,
+with no traceback. Messages name the file, table, row or column and what was expected.
+"""
+
+
+class PharmalabError(Exception):
+    """Base class of every error pharmalab raises on purpose."""
+
+
+class PharmalabInputError(PharmalabError):
+    """Bad input: the message names the input and what was expected (CLI exit code 2)."""
+
+
+class EngineURLError(PharmalabInputError):
+    """A database URL pharmalab cannot use (unknown scheme, missing project, …)."""
+
+
+class CdmInputError(PharmalabInputError):
+    """A CDM source that cannot be loaded: missing or truncated archive, unknown table,
+    missing required column, a value that does not have the column's CDM type."""
+
+
+class CdmNotFoundError(PharmalabInputError):
+    """A CDM table or schema that the operation needs is not in the database."""
+
+
+class StudyConfigError(PharmalabInputError):
+    """An invalid study.toml: unknown key, wrong type, missing file."""
+
+
+class SalesInputError(PharmalabInputError):
+    """A sales file or dataset that cannot be read as series (unique_id, ds, y)."""
+
+
+class StepFailedError(PharmalabError):
+    """One or more steps of a study failed; the manifest holds each step's error."""
