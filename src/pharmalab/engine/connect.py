@@ -116,7 +116,7 @@ def parse_url(url: str) -> EngineURL:
         if not rest:
             raise EngineURLError(f"database URL {url!r}: expected postgres://USER@HOST/DB")
         return EngineURL("postgres", rest, **schemas)
-    return EngineURL("duckdb", rest, **schemas)
+    return EngineURL("duckdb", re.sub(r"^/+", "/", rest), **schemas)
 
 
 def connect(url: str | EngineURL) -> BaseBackend:

@@ -1,0 +1,198 @@
+"""The ``pharmalab`` command: a thin Typer layer over the Python API.
+
+Bad input ends with one line ``error: …`` on stderr and exit code 2, never a traceback;
+a study with a failed step exits 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pharmalab import __version__
+from pharmalab.errors import PharmalabInputError
+
+app = typer.Typer(help="pharmalab: an open data-and-AI lab for pharma R&D and commercial "
+                       "analytics.", no_args_is_help=True, add_completion=False)
+cdm_app = typer.Typer(help="OMOP CDM: load and check.", no_args_is_help=True)
+app.add_typer(cdm_app, name="cdm")
+
+console = Console(stderr=True)
+out_console = Console()
+
+
+class _Exit(Exception):
+    def __init__(self, code: int):
+        self.code = code
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+) -> None:
+    if version:
+        out_console.print(f"pharmalab {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("pharmalab-demo"),
+) -> None:
+    """Run the bundled demo study: GiBleed (OMOP CDM) and Australian drug sales."""
+    from pharmalab.study import demo_study_path
+
+    _run_study(demo_study_path(), out)
+
+
+@app.command("run")
+def run_cmd(
+    study: Annotated[Path, typer.Argument(help="The study.toml to run.")],
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: the study's).")] = None,
+) -> None:
+    """Run a study: its steps in order, then OUT/manifest.json and OUT/report.html."""
+    _run_study(study, out)
+
+
+def _run_study(study_path: Path, out: Path | None) -> None:
+    from pharmalab.study import run
+
+    with _progress() as progress:
+        def factory(title: str, total: int | None):
+            task = progress.add_task(title, total=total)
+
+            def tick(label: str) -> None:
+                progress.update(task, advance=1, description=f"{title}: {label}")
+            return tick
+        result = run(study_path, out, progress=factory)
+    table = Table(title=f"Study results in {result.out}")
+    for column in ("step", "status", "seconds", "error"):
+        table.add_column(column)
+    for s in result.steps:
+        colour = {"ok": "green", "failed": "red"}.get(s.status, "yellow")
+        table.add_row(s.title, f"[{colour}]{s.status}[/]", f"{s.seconds:.1f}", s.error or "")
+    out_console.print(table)
+    out_console.print(f"report: {result.report}\nmanifest: {result.manifest}")
+    if not result.ok:
+        raise _Exit(1)
+
+
+@contextmanager
+def _progress():
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), console=console, transient=False)
+    with progress:
+        yield progress
+
+
+@cdm_app.command("load")
+def cdm_load(
+    source: Annotated[str, typer.Argument(
+        help="Eunomia-style archive (.zip, .tar.xz), folder of CSV/Parquet, or eunomia:GiBleed.")],
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL, e.g. duckdb:///cdm.duckdb.")],
+    cdm_version: Annotated[str | None, typer.Option(
+        "--cdm-version", help="5.3 or 5.4 (default: from cdm_source).")] = None,
+) -> None:
+    """Load an OMOP CDM into a database, typed by the CDM specification."""
+    from pharmalab import cdm as cdm_pkg
+
+    with _progress() as progress:
+        task = progress.add_task("loading", total=None)
+        result = cdm_pkg.load(source, cdm, cdm_version=cdm_version,
+                              progress=lambda name: progress.update(
+                                  task, advance=1, description=f"loading {name}"))
+    table = Table(title=f"OMOP CDM v{result.cdm_version} loaded in {result.seconds:.1f} s")
+    table.add_column("table")
+    table.add_column("rows", justify="right")
+    for t in result.tables:
+        table.add_row(t.table, f"{t.rows:,}")
+    out_console.print(table)
+    for name, why in result.skipped:
+        console.print(f"note: {name}: {why}")
+    for warning in result.warnings:
+        console.print(f"warning: {warning}")
+
+
+@cdm_app.command("check")
+def cdm_check(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL, e.g. duckdb:///cdm.duckdb.")],
+    out: Annotated[Path, typer.Option(help="Folder for cdm_check.csv.")] = Path("."),
+    cdm_version: Annotated[str | None, typer.Option("--cdm-version")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Check a CDM against the specification; write cdm_check.csv and print a summary."""
+    from pharmalab import cdm as cdm_pkg
+    from pharmalab.atomic import write_csv
+    from pharmalab.engine import database
+
+    db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema)
+    if db.url.duckdb_path is not None and not db.url.duckdb_path.exists():
+        raise PharmalabInputError(f"DuckDB file {str(db.url.duckdb_path)!r} does not exist")
+    result = cdm_pkg.check(db, cdm_version=cdm_version, min_cell_count=min_cell_count)
+    path = write_csv(out / "cdm_check.csv", result.findings)
+
+    summary = Table(title="CDM summary", show_header=False)
+    summary.add_column("", style="bold")
+    summary.add_column("")
+    for key, value in result.summary.items():
+        summary.add_row(key, _fmt(value))
+    out_console.print(summary)
+    findings = Table(title="CDM checks")
+    for column in ("severity", "check", "table", "column", "rows_affected", "detail"):
+        findings.add_column(column, justify="right" if column == "rows_affected" else "left")
+    for row in result.findings.itertuples(index=False):
+        colour = {"error": "red", "warning": "yellow"}.get(row.severity, "cyan")
+        findings.add_row(f"[{colour}]{row.severity}[/]", row.check, row.table, row.column,
+                         _fmt(row.rows_affected), row.detail)
+    out_console.print(findings)
+    out_console.print(f"written: {path}")
+
+
+def _fmt(value) -> str:
+    import pandas as pd
+
+    if value is None or (not isinstance(value, (list, tuple)) and pd.isna(value)):
+        return "—"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    if hasattr(value, "__int__") and not isinstance(value, (str, float, bool)):
+        return f"{int(value):,}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value)) or "—"
+    return str(value)
+
+
+def main() -> None:
+    """Entry point of the ``pharmalab`` script."""
+    try:
+        app(standalone_mode=False)
+    except PharmalabInputError as exc:
+        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except _Exit as exc:
+        sys.exit(exc.code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

