@@ -1,0 +1,43 @@
+# Two commands for a fresh machine: `make demo` and `make test`. Both create and use .venv.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+OUT    ?= pharmalab-demo
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint lock bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Installs are keyed on the lock files: a changed lock reinstalls, an unchanged one is a no-op.
+$(VENV)/.installed-demo: requirements/demo.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements/demo.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+$(VENV)/.installed-dev: requirements/dev.lock pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements/dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@ $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
+	$(BIN)/pharmalab demo --out $(OUT)
+
+test: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks tools
+
+# Regenerate the lock files after changing dependencies in pyproject.toml.
+lock: $(BIN)/python
+	$(BIN)/python -m pip install --quiet uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --python-version 3.11 --no-header -o requirements/dev.lock
+	$(BIN)/uv pip compile pyproject.toml --extra demo --python-version 3.11 --no-header -c requirements/dev.lock -o requirements/demo.lock
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/cdm_load.py
+
+clean:
+	rm -rf $(VENV) $(OUT) .pytest_cache .pharmalab
