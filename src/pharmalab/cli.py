@@ -25,7 +25,8 @@ cdm_app = typer.Typer(help="OMOP CDM: load and check.", no_args_is_help=True)
 app.add_typer(cdm_app, name="cdm")
 
 console = Console(stderr=True)
-out_console = Console()
+# Piped output (a log, a CI job) is not wrapped at 80 columns, so numbers stay on one line.
+out_console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 class _Exit(Exception):
@@ -87,7 +88,9 @@ def _run_study(study_path: Path, out: Path | None) -> None:
 @contextmanager
 def _progress():
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TimeElapsedColumn(), console=console, transient=False)
+                        TimeElapsedColumn(), console=console, transient=False,
+                        # bars are for people at a terminal, not for logs
+                        disable=not console.is_terminal)
     with progress:
         yield progress
 
@@ -134,9 +137,7 @@ def cdm_check(
     from pharmalab.atomic import write_csv
     from pharmalab.engine import database
 
-    db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema)
-    if db.url.duckdb_path is not None and not db.url.duckdb_path.exists():
-        raise PharmalabInputError(f"DuckDB file {str(db.url.duckdb_path)!r} does not exist")
+    db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema, create=False)
     result = cdm_pkg.check(db, cdm_version=cdm_version, min_cell_count=min_cell_count)
     path = write_csv(out / "cdm_check.csv", result.findings)
 

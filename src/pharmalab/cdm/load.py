@@ -282,8 +282,8 @@ def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: Load
 def _raise_bad_value(table: Table, f: TableFile, raw, column: str, n_bad: int, cast):
     value = raw[column].nullif("")
     located = (
-        raw.mutate(_row=ibis.row_number() + 1, _value=value, _cast=cast)
-        .filter(lambda t: t._value.notnull() & t._cast.isnull())
+        raw.mutate(_row=ibis.row_number() + 1, _value=value, _typed=cast)
+        .filter(lambda t: t["_value"].notnull() & t["_typed"].isnull())
         .select("_row", "_value")
         .limit(1)
         .execute()

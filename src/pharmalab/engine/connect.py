@@ -119,13 +119,16 @@ def parse_url(url: str) -> EngineURL:
     return EngineURL("duckdb", re.sub(r"^/+", "/", rest), **schemas)
 
 
-def connect(url: str | EngineURL) -> BaseBackend:
+def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
     """Open an Ibis backend for ``url``.
 
     Parameters
     ----------
     url
         A database URL (module docstring) or a parsed :class:`EngineURL`.
+    create
+        For a DuckDB file: False raises instead of creating a missing file (for read-only
+        work such as checks, so a typo does not leave an empty database behind).
 
     Returns
     -------
@@ -135,8 +138,9 @@ def connect(url: str | EngineURL) -> BaseBackend:
     Raises
     ------
     EngineURLError
-        For a bad URL, a DuckDB path whose folder does not exist, or an engine whose optional
-        dependency is not installed (the message names the extra to install).
+        For a bad URL, a DuckDB path whose folder does not exist (or file, with
+        ``create=False``), or an engine whose optional dependency is not installed (the
+        message names the extra to install).
     """
     parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.kind == "duckdb":
@@ -147,6 +151,8 @@ def connect(url: str | EngineURL) -> BaseBackend:
             raise EngineURLError(
                 f"DuckDB file {str(path)!r}: folder {str(path.parent)!r} does not exist"
             )
+        if not create and not path.exists():
+            raise EngineURLError(f"DuckDB file {str(path)!r} does not exist")
         return ibis.duckdb.connect(str(path))
     if parsed.kind == "pyspark":
         return _connect_spark(parsed.target)
@@ -265,8 +271,11 @@ def database(
     cdm_schema: str | None = None,
     vocab_schema: str | None = None,
     results_schema: str | None = None,
+    create: bool = True,
 ) -> Database:
     """Connect to ``url`` and bind the schema names (arguments override URL parameters).
+
+    ``create=False`` refuses to create a missing DuckDB file (see :func:`connect`).
 
     Raises
     ------
@@ -275,7 +284,7 @@ def database(
     """
     parsed = parse_url(url) if isinstance(url, str) else url
     return Database(
-        con=connect(parsed),
+        con=connect(parsed, create=create),
         url=parsed,
         cdm_schema=cdm_schema or parsed.cdm_schema,
         vocab_schema=vocab_schema or parsed.vocab_schema,

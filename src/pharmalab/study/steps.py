@@ -57,7 +57,8 @@ class StepContext:
         if self._db is None:
             c = self.study.cdm
             self._db = database(self.cdm_url, cdm_schema=c.cdm_schema,
-                                vocab_schema=c.vocab_schema, results_schema=c.results_schema)
+                                vocab_schema=c.vocab_schema, results_schema=c.results_schema,
+                                create=False)
         return self._db
 
     def output(self, package: str, name: str) -> Path:

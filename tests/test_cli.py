@@ -1,0 +1,79 @@
+"""The pharmalab command as a user runs it: numbers printed, one-line errors, exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+from conftest import GIBLEED_TAR, need
+
+PHARMALAB = [sys.executable, "-m", "pharmalab.cli"]
+
+
+def _run(*args, cwd=None):
+    return subprocess.run([*PHARMALAB, *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+def test_cdm_load_then_check_prints_the_gibleed_numbers(tmp_path):
+    db = tmp_path / "gibleed.duckdb"
+    load = _run("cdm", "load", "eunomia:GiBleed", "--cdm", f"duckdb://{db}")
+    assert load.returncode == 0, load.stderr
+    assert "67,707" in load.stdout and "OMOP CDM v5.3" in load.stdout
+    check = _run("cdm", "check", "--cdm", f"duckdb://{db}", "--out", tmp_path)
+    assert check.returncode == 0, check.stderr
+    for number in ("63,323 distinct of 67,707", "2,649", "8,652", "2,694"):
+        assert number in check.stdout, number
+    findings = pd.read_csv(tmp_path / "cdm_check.csv")
+    assert list(findings.columns[:5]) == ["check", "table", "column", "severity",
+                                          "rows_affected"]
+
+
+def _assert_one_line_error(proc, *fragments):
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "Traceback" not in proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
+    folder = tmp_path / "cdm"
+    folder.mkdir()
+    (folder / "person.csv").write_text("person_id,gender_concept_id\n1,8507\n")
+    target = tmp_path / "x.duckdb"
+    _assert_one_line_error(_run("cdm", "load", folder, "--cdm", f"duckdb://{target}"),
+                           "person.csv", "year_of_birth")
+    _assert_one_line_error(_run("cdm", "load", tmp_path / "missing.zip", "--cdm",
+                                f"duckdb://{target}"), "missing.zip", "does not exist")
+    _assert_one_line_error(_run("cdm", "load", folder, "--cdm", "oracle://db"),
+                           "unknown scheme 'oracle'")
+    _assert_one_line_error(_run("cdm", "check", "--cdm", f"duckdb://{target}"),
+                           "does not exist")
+    assert not target.exists()
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\nname = "x"\ncolour = "red"\n')
+    _assert_one_line_error(_run("run", study), "unknown key 'study.colour'", str(study))
+
+
+def test_truncated_archive_from_the_cli(tmp_path):
+    data = need(GIBLEED_TAR).read_bytes()
+    broken = tmp_path / "broken.tar.xz"
+    broken.write_bytes(data[:100_000])
+    target = tmp_path / "x.duckdb"
+    _assert_one_line_error(_run("cdm", "load", broken, "--cdm", f"duckdb://{target}"),
+                           "broken.tar.xz", "truncated")
+    assert sorted(p.name for p in Path(tmp_path).iterdir()) == ["broken.tar.xz"]
+
+
+def test_failed_study_step_exits_1(tmp_path):
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\nname = "x"\n[[sales.inputs]]\nsource = "nope.csv"\n'
+                     'ds_column = "Month"\ny_column = "Cost"\n')
+    proc = _run("run", study, "--out", tmp_path / "out")
+    assert proc.returncode == 1
+    assert (tmp_path / "out" / "manifest.json").exists()
+    assert "failed" in proc.stdout

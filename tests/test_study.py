@@ -1,0 +1,132 @@
+"""study.toml validation, the runner (manifest, report, failed steps) and the demo."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import DATA, GIBLEED_TAR, need
+
+from pharmalab.errors import StudyConfigError
+from pharmalab.study import demo_study_path, read_study, run
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "study.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_the_key_and_the_file(tmp_path):
+    path = _write(tmp_path, '[study]\nname = "x"\n[cdm]\nurl = "duckdb://"\nsorce = "a.zip"\n')
+    with pytest.raises(StudyConfigError) as err:
+        read_study(path)
+    assert str(err.value) == f"{path}: unknown key 'cdm.sorce'"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[study]\nname = "x"\n[cdm]\n', "missing key 'cdm.url'"),
+        ('[study]\nname = "x"\nmin_cell_count = 0\n', "key 'study.min_cell_count'"),
+        ('[study]\nname = "x"\n[cdm]\nurl = "duckdb://"\nversion = "6.0"\n', "key 'cdm.version'"),
+        ('[study\nname = "x"\n', "not valid TOML"),
+    ],
+)
+def test_invalid_study_files(tmp_path, text, message):
+    with pytest.raises(StudyConfigError, match=message):
+        read_study(_write(tmp_path, text))
+
+
+def test_missing_study_file(tmp_path):
+    with pytest.raises(StudyConfigError, match="does not exist"):
+        run(tmp_path / "nope.toml")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_step_is_recorded_and_the_others_still_run(tmp_path):
+    archive = need(GIBLEED_TAR)
+    path = _write(tmp_path, f"""
+[study]
+name = "partly broken"
+out = "results"
+[cdm]
+url = "duckdb:///{{out}}/cdm.duckdb"
+source = "{archive}"
+[[sales.inputs]]
+source = "missing_sales.csv"
+ds_column = "Month"
+y_column = "Cost"
+""")
+    result = run(path)
+    status = {s.name: s.status for s in result.steps}
+    assert status == {"cdm_load": "ok", "cdm_check": "ok", "sales": "failed"}
+    assert not result.ok
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["status"] == "failed"
+    failed = next(s for s in manifest["steps"] if s["name"] == "sales")
+    assert "missing_sales.csv' does not exist" in failed["error"]
+    assert manifest["inputs_sha256"][str(path)]
+    assert manifest["inputs_sha256"][str(archive)]
+    assert manifest["cdm_source"]["cdm_source_name"] == "Synthea synthetic health database"
+    checks = pd.read_csv(tmp_path / "results" / "cdm" / "cdm_check.csv")
+    assert set(checks.columns) >= {"check", "table", "column", "severity", "rows_affected"}
+    report = result.report.read_text()
+    assert "partly broken" in report and "missing_sales.csv" in report
+
+
+def test_a_step_that_needs_a_failed_step_is_skipped(tmp_path):
+    path = _write(tmp_path, """
+[study]
+name = "bad cdm"
+[cdm]
+url = "duckdb:///{out}/cdm.duckdb"
+source = "no_such_cdm.zip"
+""")
+    result = run(path, tmp_path / "out")
+    assert [(s.name, s.status) for s in result.steps] == [
+        ("cdm_load", "failed"), ("cdm_check", "skipped")]
+    assert not (tmp_path / "out" / "cdm.duckdb").exists()
+    assert (tmp_path / "out" / "report.html").exists()
+
+
+def test_demo_study_runs_end_to_end(tmp_path):
+    result = run(demo_study_path(), tmp_path / "demo")
+    assert result.ok, [(s.name, s.error) for s in result.steps]
+    out = tmp_path / "demo"
+    summary = json.loads((out / "cdm" / "cdm_summary.json").read_text())
+    assert summary["persons"] == 2694
+    tables = pd.read_csv(out / "cdm" / "cdm_tables.csv")
+    assert dict(zip(tables["table"], tables["rows"], strict=True))["drug_exposure"] == 67707
+    series = pd.read_csv(out / "sales" / "series.csv")
+    assert series.groupby("unique_id").size().to_dict() == {"A10": 204, "H02": 204}
+    manifest = json.loads(result.manifest.read_text())
+    assert manifest["libraries"]["ibis-framework"].startswith("12.")
+    assert [s["status"] for s in manifest["steps"]] == ["ok", "ok", "ok"]
+    report = result.report.read_text()
+    assert "63,323 distinct of 67,707" in report and "Plotly" in report
+    # results are complete files: no temporary names left behind
+    assert not [p for p in out.rglob(".*") if p.is_file()]
+
+
+def test_relative_paths_resolve_against_the_study_file(tmp_path):
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(need(DATA / "sales" / "h02_fpp2.csv"), folder / "h02.csv")
+    path = folder / "study.toml"
+    path.write_text("""
+[study]
+name = "sales only"
+out = "results"
+[[sales.inputs]]
+source = "h02.csv"
+ds_column = "Month"
+y_column = "Cost_millions_AUD"
+unique_id = "H02"
+""")
+    result = run(path)
+    assert result.ok and result.out == folder / "results"
+    series = pd.read_csv(folder / "results" / "sales" / "series.csv")
+    assert len(series) == 204 and series["y"].iloc[0] == pytest.approx(0.429795)
