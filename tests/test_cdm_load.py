@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import GIBLEED_ROWS, GIBLEED_TAR, SYNTHEA_ZIP, need
 
+from conftest import GIBLEED_ROWS, GIBLEED_TAR, SYNTHEA_ZIP, need
 from pharmalab import cdm
 from pharmalab.engine import database
 from pharmalab.errors import CdmInputError, EngineURLError
@@ -150,7 +150,8 @@ def test_csv_without_a_required_column(small_cdm, tmp_path):
     target = tmp_path / "out" / "cdm.duckdb"
     target.parent.mkdir()
     with pytest.raises(CdmInputError,
-                       match=r"person.csv \(table person\): required column 'person_id' is missing"):
+                       match=r"person.csv \(table person\): required column 'person_id' is "
+                             "missing"):
         cdm.load(small_cdm, f"duckdb://{target}")
     _assert_nothing_written(target)
 

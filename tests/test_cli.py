@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+
 from conftest import GIBLEED_TAR, need
 
 PHARMALAB = [sys.executable, "-m", "pharmalab.cli"]

@@ -15,7 +15,7 @@ from pharmalab.errors import CdmNotFoundError, EngineURLError
         ("pyspark", "pyspark", "local[2]"),
         ("pyspark://local[4]", "pyspark", "local[4]"),
         ("bigquery://my-project/my_cdm", "bigquery", "my-project/my_cdm"),
-        ("postgres://me:secret@db.example:5432/ohdsi", "postgres", "me:secret@db.example:5432/ohdsi"),
+        ("postgres://me:pw@db.example:5432/ohdsi", "postgres", "me:pw@db.example:5432/ohdsi"),
     ],
 )
 def test_parse_url(url, kind, target):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import DATA, need
 
+from conftest import DATA, need
 from pharmalab import sales
 from pharmalab.errors import SalesInputError
 

@@ -7,8 +7,8 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import DATA, GIBLEED_TAR, need
 
+from conftest import DATA, GIBLEED_TAR, need
 from pharmalab.errors import StudyConfigError
 from pharmalab.study import demo_study_path, read_study, run
 

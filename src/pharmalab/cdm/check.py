@@ -15,7 +15,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import pandas as pd
 
-from pharmalab.cdm.spec import CdmSpec, Table, cdm_spec, normalize_version
+from pharmalab.cdm.spec import Table, cdm_spec, normalize_version
 from pharmalab.engine import Database
 from pharmalab.errors import CdmInputError, CdmNotFoundError
 from pharmalab.privacy import DEFAULT_MIN_CELL_COUNT, suppress

@@ -27,7 +27,7 @@ from pharmalab.cdm.sources import (
     table_files,
     unpack_archive,
 )
-from pharmalab.cdm.spec import RESULTS_TABLES, CdmSpec, Table, cdm_spec, normalize_version
+from pharmalab.cdm.spec import RESULTS_TABLES, Table, cdm_spec, normalize_version
 from pharmalab.engine import Database, EngineURL, database, parse_url
 from pharmalab.errors import CdmInputError
 
@@ -152,7 +152,9 @@ def _load_into_url(files, parsed: EngineURL, cdm_version, progress) -> LoadResul
         return _load_files(files, db, cdm_version, progress)
     # A new DuckDB file: build it under a temporary name, rename when complete.
     if not path.parent.exists():
-        raise CdmInputError(f"DuckDB file {str(path)!r}: folder {str(path.parent)!r} does not exist")
+        raise CdmInputError(
+            f"DuckDB file {str(path)!r}: folder {str(path.parent)!r} does not exist"
+        )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_url = EngineURL(
         "duckdb", str(tmp), parsed.cdm_schema, parsed.vocab_schema, parsed.results_schema

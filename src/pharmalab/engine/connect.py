@@ -20,7 +20,7 @@ import importlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
 
 import ibis
 from ibis.backends import BaseBackend

@@ -56,7 +56,8 @@ def table(frame: pd.DataFrame, caption: str = "", max_rows: int = 200) -> Block:
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = (f'<p class="more">{len(frame) - max_rows:,} more rows not shown.</p>'
             if len(frame) > max_rows else "")
-    html = f'<table class="data"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    html = (f'<table class="data"><thead><tr>{head}</tr></thead>'
+            f'<tbody>{"".join(body)}</tbody></table>')
     return Block("table", html + more, caption)
 
 
