@@ -204,12 +204,12 @@ def _check_table(t: Table, expr: ibis.Table, findings: list[dict]) -> int:
     pairs = _date_pairs(t, schema)
     for start, end in pairs:
         metrics[f"order__{end}"] = (expr[end] < expr[start]).sum()
-    values = expr.aggregate(**metrics).execute().iloc[0]
-    total = int(values["_rows"])
+    values = expr.aggregate(**metrics).execute().iloc[0].map(_int)
+    total = values["_rows"]
     for col in present:
         key = f"null__{col.name}"
-        if key in values and int(values[key] or 0) > 0:
-            n = int(values[key])
+        if key in values and values[key] > 0:
+            n = values[key]
             if col.required:
                 findings.append(_finding("required_value_missing", t.name, col.name, "error",
                                          n, total, "NULL in a required column"))
@@ -217,17 +217,22 @@ def _check_table(t: Table, expr: ibis.Table, findings: list[dict]) -> int:
                 findings.append(_finding("end_date_missing", t.name, col.name, "info", n, total,
                                          "end date empty"))
     if "distinct_pk" in values:
-        distinct = int(values["distinct_pk"])
+        distinct = values["distinct_pk"]
         if distinct < total:
             findings.append(_finding(
                 "non_unique_primary_key", t.name, pk.name, "warning", total - distinct, total,
                 f"{distinct:,} distinct of {total:,}"))
     for start, end in pairs:
-        n = int(values[f"order__{end}"] or 0)
+        n = values[f"order__{end}"]
         if n:
             findings.append(_finding("end_before_start", t.name, end, "warning", n, total,
                                      f"{end} before {start}"))
     return total
+
+
+def _int(value) -> int:
+    """An aggregate as int; a SUM over no rows is NULL (NaN in pandas) and counts as 0."""
+    return 0 if value is None or pd.isna(value) else int(value)
 
 
 def _date_pairs(t: Table, schema) -> list[tuple[str, str]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import ibis
 import ibis.expr.datatypes as dt
+import pandas as pd
 
 from pharmalab.cdm.sources import (
     TableFile,
@@ -276,7 +277,7 @@ def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: Load
                 f"{f.path.name} (table {table.name}): cannot be read: {_first_line(exc)}"
             ) from None
         for name, n_bad in counts.items():
-            if n_bad and int(n_bad) > 0:
+            if pd.notna(n_bad) and int(n_bad) > 0:  # a sum over no rows is NULL
                 _raise_bad_value(table, f, raw, name, int(n_bad), typed[name])
     return raw.select(**typed).filter(~empty_row)
 

@@ -17,6 +17,7 @@ schema) and ``results_schema``, e.g. ``duckdb:///cdm.duckdb?results_schema=resul
 from __future__ import annotations
 
 import importlib
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,9 @@ def parse_url(url: str) -> EngineURL:
         raise EngineURLError("database URL is empty; expected e.g. duckdb:///cdm.duckdb")
     url = url.strip()
     if "://" not in url:
-        if url in ("pyspark", "spark"):
-            url = "pyspark://"
+        head, sep, query = url.partition("?")
+        if head in ("pyspark", "spark"):
+            url = "pyspark://" + sep + query
         elif url.endswith((".duckdb", ".ddb", ".db")):
             url = f"duckdb://{url}"
         else:
@@ -185,6 +187,8 @@ def _connect_spark(master: str) -> BaseBackend:
         raise EngineURLError(
             "Spark needs the optional dependencies: pip install 'pharmalab[spark]'"
         ) from exc
+    # Without this Spark binds to the first non-loopback interface it finds.
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     warehouse = (Path.cwd() / ".pharmalab" / "spark-warehouse").resolve()
     session = (
         SparkSession.builder.master(master)
