@@ -6,6 +6,7 @@ import os
 import shutil
 
 import pytest
+
 from conftest import GIBLEED_ROWS, GIBLEED_TAR, need
 
 pytestmark = pytest.mark.spark
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.spark
 def spark_db(tmp_path_factory):
     pytest.importorskip("pyspark", reason="pyspark is not installed (pharmalab[spark])")
     if shutil.which("java") is None:
-        pytest.skip("no Java runtime: Spark needs Java 17 (apt-get install openjdk-17-jre-headless)")
+        pytest.skip("no Java runtime: Spark needs Java 17 (openjdk-17-jre-headless)")
     from pharmalab.engine import database
 
     # the local session keeps its warehouse in ./.pharmalab of the working folder
