@@ -43,17 +43,21 @@ def build(n: int) -> Path:
 
         cdm.load(GIBLEED, f"duckdb://{base}")
     con = duckdb.connect(str(base), read_only=True)
+    tables = [t for (t,) in con.execute("select table_name from information_schema.tables "
+                                        "where table_schema = 'main'").fetchall()]
     con.execute(f"create temp table copies as select range as k from range({n})")
-    for (table,) in con.execute("select table_name from information_schema.tables "
-                                "where table_schema = 'main'").fetchall():
-        columns = [r[0] for r in con.execute(f"describe {table}").fetchall()]
+    for table in tables:
+        described = con.execute(f"describe {table}").fetchall()
+        columns = [r[0] for r in described]
+        integer = {r[0] for r in described if r[1] == "BIGINT"}
         target = folder / f"{table}.csv"
         if table in VOCABULARY or "person_id" not in columns:
             con.execute(f"copy {table} to '{target}' (header)")
             continue
         select = ", ".join(
-            f"{c} + k * {OFFSET} as {c}" if c.endswith("_id") and not c.endswith("concept_id")
-            else c for c in columns)
+            f"{c} + k * {OFFSET} as {c}"
+            if c in integer and c.endswith("_id") and not c.endswith("concept_id") else c
+            for c in columns)
         con.execute(f"copy (select {select} from {table}, copies) to '{target}' (header)")
     con.close()
     (folder / ".complete").touch()

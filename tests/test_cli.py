@@ -57,7 +57,20 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path):
     assert not target.exists()
     study = tmp_path / "study.toml"
     study.write_text('[study]\nname = "x"\ncolour = "red"\n')
-    _assert_one_line_error(_run("run", study), "unknown key 'study.colour'", str(study))
+    _assert_one_line_error(_run("run", study, "--out", tmp_path / "never"),
+                           "unknown key 'study.colour'", str(study))
+    assert not (tmp_path / "never").exists()
+
+
+def test_load_into_named_schemas(tmp_path):
+    db = tmp_path / "s.duckdb"
+    proc = _run("cdm", "load", "eunomia:GiBleed", "--cdm", f"duckdb://{db}", "--cdm-schema",
+                "cdm", "--vocab-schema", "vocab")
+    assert proc.returncode == 0, proc.stderr
+    check = _run("cdm", "check", "--cdm", f"duckdb://{db}?cdm_schema=cdm&vocab_schema=vocab",
+                 "--out", tmp_path)
+    assert check.returncode == 0, check.stderr
+    assert "2,694" in check.stdout and "v5.0 18-JAN-19" in check.stdout
 
 
 def test_truncated_archive_from_the_cli(tmp_path):

@@ -102,13 +102,21 @@ def cdm_load(
     cdm: Annotated[str, typer.Option("--cdm", help="Database URL, e.g. duckdb:///cdm.duckdb.")],
     cdm_version: Annotated[str | None, typer.Option(
         "--cdm-version", help="5.3 or 5.4 (default: from cdm_source).")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
 ) -> None:
     """Load an OMOP CDM into a database, typed by the CDM specification."""
-    from pharmalab import cdm as cdm_pkg
+    from dataclasses import replace
 
+    from pharmalab import cdm as cdm_pkg
+    from pharmalab.engine import parse_url
+
+    url = parse_url(cdm)
+    url = replace(url, cdm_schema=cdm_schema or url.cdm_schema,
+                  vocab_schema=vocab_schema or url.vocab_schema)
     with _progress() as progress:
         task = progress.add_task("loading", total=None)
-        result = cdm_pkg.load(source, cdm, cdm_version=cdm_version,
+        result = cdm_pkg.load(source, url, cdm_version=cdm_version,
                               progress=lambda name: progress.update(
                                   task, advance=1, description=f"loading {name}"))
     table = Table(title=f"OMOP CDM v{result.cdm_version} loaded in {result.seconds:.1f} s")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import html as _html
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from jinja2 import Environment, PackageLoader, select_autoescape
 
@@ -58,7 +60,7 @@ def table(frame: pd.DataFrame, caption: str = "", max_rows: int = 200) -> Block:
             if len(frame) > max_rows else "")
     html = (f'<table class="data"><thead><tr>{head}</tr></thead>'
             f'<tbody>{"".join(body)}</tbody></table>')
-    return Block("table", html + more, caption)
+    return Block("table", f'<div class="scroll">{html}</div>{more}', caption)
 
 
 def figure(fig, caption: str = "") -> Block:
@@ -101,7 +103,8 @@ def render(path: str | Path, title: str, sections: list[Section], meta: dict) ->
 
 
 def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not pd.isna(value)
+    return (isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+            and not pd.isna(value))
 
 
 def _fmt(value) -> str:
@@ -112,11 +115,12 @@ def _fmt(value) -> str:
             return "—"
     except (TypeError, ValueError):
         pass
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
+    if isinstance(value, numbers.Integral):
+        return f"{int(value):,}"
+    if isinstance(value, numbers.Real):
+        value = float(value)
         return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:,.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) if value else "—"
