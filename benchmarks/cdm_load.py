@@ -69,11 +69,11 @@ def measure(folder: Path) -> dict:
     target = folder.with_suffix(".duckdb")
     target.unlink(missing_ok=True)
     code = (
-        "import json, sys, time; sys.path.insert(0, %r)\n"
+        "import json, sys, time; sys.path.insert(0, {!r})\n"
         "from pharmalab import cdm\n"
-        "t = time.perf_counter(); r = cdm.load(%r, %r)\n"
-        "print(json.dumps({'seconds': time.perf_counter() - t, 'rows': r.rows()}))\n"
-    ) % (str(HERE.parent / "src"), str(folder), f"duckdb://{target}")
+        "t = time.perf_counter(); r = cdm.load({!r}, {!r})\n"
+        "print(json.dumps({{'seconds': time.perf_counter() - t, 'rows': r.rows()}}))\n"
+    ).format(str(HERE.parent / "src"), str(folder), f"duckdb://{target}")
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
