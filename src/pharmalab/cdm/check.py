@@ -204,7 +204,8 @@ def _check_table(t: Table, expr: ibis.Table, findings: list[dict]) -> int:
     pairs = _date_pairs(t, schema)
     for start, end in pairs:
         metrics[f"order__{end}"] = (expr[end] < expr[start]).sum()
-    values = expr.aggregate(**metrics).execute().iloc[0].map(_int)
+    row = expr.aggregate(**metrics).execute().iloc[0].to_dict()
+    values = {k: _int(v) for k, v in row.items()}
     total = values["_rows"]
     for col in present:
         key = f"null__{col.name}"
