@@ -37,3 +37,8 @@ class SalesInputError(PharmalabInputError):
 
 class StepFailedError(PharmalabError):
     """One or more steps of a study failed; the manifest holds each step's error."""
+
+
+class CohortDefinitionError(PharmalabInputError):
+    """A cohort set or definition that cannot be used: missing file, duplicate id, invalid
+    Circe JSON or YAML (the message names the file and the field)."""

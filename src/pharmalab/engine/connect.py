@@ -265,8 +265,9 @@ class Database:
     def ensure_schema(self, role: str) -> None:
         """Create the schema of ``role`` if it is named and missing."""
         schema = self.schema(role)
-        if schema:
-            self.con.create_database(schema, force=True)
+        # Not create_database(force=True): on DuckDB that is CREATE OR REPLACE SCHEMA.
+        if schema and schema.lower() not in {d.lower() for d in self.con.list_databases()}:
+            self.con.create_database(schema)
 
 
 def database(

@@ -1,0 +1,293 @@
+"""Cohort sets: OHDSI Circe definitions (ATLAS JSON or circepy YAML) and their catalogue.
+
+A cohort set is a folder with either
+- a ``Cohorts.csv`` in OHDSI CohortGenerator's format: ``cohort_id``, ``cohort_name``
+  (``cohortId``/``cohortName`` accepted), optional ``atlas_id`` and ``json_path``; each
+  definition at ``json_path`` or ``cohorts/<cohort_id>.json`` (or ``.yaml``/``.yml``), or
+- files ``<cohort_id>.json`` / ``.yaml`` / ``.yml`` (the name is the definition's title or the
+  file stem).
+
+The whole set is validated before anything runs: duplicate ids, missing files, JSON syntax,
+Circe fields (circepy's pydantic model), references from criteria to concept sets, and that
+circepy can build the cohort's SQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from pharmalab.errors import CohortDefinitionError
+
+_EXTENSIONS = (".json", ".yaml", ".yml")
+# Top-level keys of a Circe cohort expression (ATLAS spelling and circepy's camelCase).
+_TOP_LEVEL = {
+    "ConceptSets", "PrimaryCriteria", "AdditionalCriteria", "QualifiedLimit", "ExpressionLimit",
+    "InclusionRules", "EndStrategy", "CensoringCriteria", "CollapseSettings", "CensorWindow",
+    "cdmVersionRange", "Title", "title", "conceptSets", "primaryCriteria", "additionalCriteria",
+    "qualifiedLimit", "expressionLimit", "inclusionRules", "endStrategy", "censoringCriteria",
+    "collapseSettings", "censorWindow",
+}
+
+
+@dataclass(frozen=True)
+class CohortDefinition:
+    """One cohort of a set.
+
+    Attributes
+    ----------
+    cohort_id : int
+        ``cohort_definition_id`` in the results tables.
+    cohort_name : str
+    path : pathlib.Path
+        The definition file.
+    text : str
+        The definition as written (JSON or YAML).
+    expression : circe.cohortdefinition.CohortExpression
+    checksum : str
+        SHA-256 of the canonical definition and the circepy version: a new circepy may emit
+        different SQL, so it regenerates.
+    """
+
+    cohort_id: int
+    cohort_name: str
+    path: Path
+    text: str
+    expression: object
+    checksum: str
+
+    @property
+    def inclusion_rules(self) -> list[tuple[int, str, str]]:
+        """``(rule_sequence, name, description)`` of the definition's inclusion rules."""
+        return [(i, r.name or "", r.description or "")
+                for i, r in enumerate(self.expression.inclusion_rules or [])]
+
+    @property
+    def has_censor_window(self) -> bool:
+        window = self.expression.censor_window
+        return window is not None and bool(window.start_date or window.end_date)
+
+
+@dataclass(frozen=True)
+class CohortSet:
+    """A validated cohort set: definitions in catalogue order, and where it came from."""
+
+    folder: Path
+    cohorts: tuple[CohortDefinition, ...]
+
+    def __iter__(self):
+        return iter(self.cohorts)
+
+    def __len__(self) -> int:
+        return len(self.cohorts)
+
+    @property
+    def ids(self) -> list[int]:
+        return [c.cohort_id for c in self.cohorts]
+
+
+def read_cohort_set(folder: str | Path) -> CohortSet:
+    """Read and validate a cohort set (see the module docstring for the layouts).
+
+    Returns
+    -------
+    CohortSet
+
+    Raises
+    ------
+    CohortDefinitionError
+        Naming the file (and row or field): missing folder or file, a ``Cohorts.csv``
+        without ``cohort_id``/``cohort_name``, a non-integer or duplicate id, invalid JSON or
+        YAML, an unknown top-level key, a criterion whose ``CodesetId`` names no concept set,
+        a definition without primary criteria, or one circepy cannot build SQL for.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CohortDefinitionError(f"cohort set folder {str(folder)!r} does not exist")
+    catalogue = folder / "Cohorts.csv"
+    entries = _read_catalogue(catalogue) if catalogue.exists() else _scan_folder(folder)
+    if not entries:
+        raise CohortDefinitionError(
+            f"cohort set {str(folder)!r} holds no Cohorts.csv and no <cohort_id>.json file")
+    cohorts = [read_definition(path, cohort_id, name) for cohort_id, name, path in entries]
+    return CohortSet(folder=folder, cohorts=tuple(cohorts))
+
+
+def read_definition(path: Path, cohort_id: int, cohort_name: str | None = None
+                    ) -> CohortDefinition:
+    """Read one Circe definition file (JSON or YAML) and validate it.
+
+    Raises
+    ------
+    CohortDefinitionError
+        As :func:`read_cohort_set`, for this file.
+    """
+    if not path.is_file():
+        raise CohortDefinitionError(f"cohort {cohort_id}: definition file {str(path)!r} "
+                                    "does not exist")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".json":
+        data, expression = _parse_json(path, text)
+        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    else:
+        expression = _parse_yaml(path, text)
+        canonical = expression.model_dump_json()
+    _check_references(path, expression)
+    _check_builds(path, cohort_id, expression)
+    name = cohort_name or expression.title or path.stem
+    checksum = hashlib.sha256(
+        f"{canonical}\ncircepy {version('ohdsi-circepy')}".encode()).hexdigest()
+    return CohortDefinition(cohort_id, name, path, text, expression, checksum)
+
+
+def _read_catalogue(catalogue: Path) -> list[tuple[int, str, Path]]:
+    with catalogue.open(encoding="utf-8-sig", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+        columns = set(rows[0]) if rows else set()
+    id_col = "cohort_id" if "cohort_id" in columns else "cohortId"
+    name_col = "cohort_name" if "cohort_name" in columns else "cohortName"
+    for needed in (id_col, name_col):
+        if rows and needed not in columns:
+            raise CohortDefinitionError(
+                f"{catalogue}: column {needed!r} is missing (CohortGenerator format: "
+                "cohort_id, cohort_name[, atlas_id, json_path])")
+    entries, seen = [], {}
+    for line, row in enumerate(rows, start=2):
+        cohort_id = _cohort_id(row[id_col], f"{catalogue}, line {line}")
+        if cohort_id in seen:
+            raise CohortDefinitionError(
+                f"{catalogue}, line {line}: duplicate cohort_id {cohort_id} "
+                f"(first at line {seen[cohort_id]})")
+        seen[cohort_id] = line
+        path = _definition_path(catalogue.parent, cohort_id, (row.get("json_path") or "").strip())
+        entries.append((cohort_id, (row[name_col] or "").strip() or None, path))
+    return entries
+
+
+def _definition_path(folder: Path, cohort_id: int, json_path: str) -> Path:
+    if json_path:
+        return folder / json_path
+    for ext in _EXTENSIONS:
+        for candidate in (folder / "cohorts" / f"{cohort_id}{ext}", folder / f"{cohort_id}{ext}"):
+            if candidate.exists():
+                return candidate
+    return folder / "cohorts" / f"{cohort_id}.json"
+
+
+def _scan_folder(folder: Path) -> list[tuple[int, str | None, Path]]:
+    entries, seen = [], {}
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() not in _EXTENSIONS or path.name.startswith("."):
+            continue
+        cohort_id = _cohort_id(path.stem, str(path))
+        if cohort_id in seen:
+            raise CohortDefinitionError(
+                f"duplicate cohort_id {cohort_id}: {seen[cohort_id].name} and {path.name}")
+        seen[cohort_id] = path
+        entries.append((cohort_id, None, path))
+    return sorted(entries, key=lambda e: e[0])
+
+
+def _cohort_id(value: str, where: str) -> int:
+    try:
+        cohort_id = int(str(value).strip())
+    except ValueError:
+        raise CohortDefinitionError(f"{where}: cohort_id {value!r} is not an integer") from None
+    if cohort_id < 0:
+        raise CohortDefinitionError(f"{where}: cohort_id {cohort_id} is negative")
+    return cohort_id
+
+
+def _parse_json(path: Path, text: str):
+    from circe.cohortdefinition import CohortExpression
+    from pydantic import ValidationError
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CohortDefinitionError(
+            f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise CohortDefinitionError(f"{path}: expected a Circe cohort expression (a JSON "
+                                    f"object), found {type(data).__name__}")
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        raise CohortDefinitionError(
+            f"{path}: unknown field {unknown[0]!r} (a Circe cohort expression has "
+            "ConceptSets, PrimaryCriteria, AdditionalCriteria, QualifiedLimit, "
+            "ExpressionLimit, InclusionRules, EndStrategy, CensoringCriteria, "
+            "CollapseSettings, CensorWindow)")
+    cleaned = dict(data)
+    if isinstance(cleaned.get("cdmVersionRange"), str):
+        cleaned.pop("cdmVersionRange")  # as circepy's cohort_expression_from_json does
+    if cleaned.get("CensorWindow") == {} or cleaned.get("censorWindow") == {}:
+        cleaned.pop("CensorWindow", None)
+        cleaned.pop("censorWindow", None)
+    try:
+        return data, CohortExpression.model_validate(cleaned)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise CohortDefinitionError(f"{path}: field {field!r}: {err['msg']}") from None
+
+
+def _parse_yaml(path: Path, text: str):
+    from circe.api import cohort_expression_from_yaml
+
+    try:
+        return cohort_expression_from_yaml(text)
+    except ValueError as exc:
+        raise CohortDefinitionError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+
+def _check_references(path: Path, expression) -> None:
+    """Every ``CodesetId`` must name a concept set of the definition (Circe joins on it)."""
+    if expression.primary_criteria is None or not expression.primary_criteria.criteria_list:
+        raise CohortDefinitionError(f"{path}: field 'PrimaryCriteria.CriteriaList' is missing "
+                                    "or empty (a cohort needs an entry event)")
+    ids = set()
+    for concept_set in expression.concept_sets or []:
+        if not isinstance(concept_set.id, int):
+            raise CohortDefinitionError(f"{path}: field 'ConceptSets.id' must be an integer, "
+                                        f"found {concept_set.id!r}")
+        ids.add(concept_set.id)
+    for where, codeset in _codeset_ids(expression.model_dump(), ""):
+        if codeset is None:
+            continue
+        if not isinstance(codeset, int) or codeset not in ids:
+            raise CohortDefinitionError(
+                f"{path}: field {where!r} = {codeset!r} names no concept set "
+                f"(ConceptSets ids: {sorted(ids)})")
+
+
+def _codeset_ids(node, where: str):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}" if where else key
+            if key == "CodesetId":
+                yield here, value
+            else:
+                yield from _codeset_ids(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _codeset_ids(value, f"{where}.{i}")
+
+
+def _check_builds(path: Path, cohort_id: int, expression) -> None:
+    from circe.api import build_cohort_query
+    from circe.cohortdefinition import BuildExpressionQueryOptions
+
+    options = BuildExpressionQueryOptions()
+    options.cohort_id = cohort_id
+    options.generate_stats = True
+    try:
+        build_cohort_query(expression, options)
+    except Exception as exc:
+        raise CohortDefinitionError(
+            f"{path}: circepy cannot build the cohort's SQL: {type(exc).__name__}: {exc}"
+        ) from None

@@ -1,0 +1,145 @@
+"""circepy's SQL route: OHDSI SQL for a Circe definition, rendered and translated per engine.
+
+This is the route OHDSI CohortGenerator takes (CirceR ``buildCohortQuery`` → SqlRender
+``render`` → ``translate`` → statements), with circepy's Python ports of CirceR and SqlRender.
+It fills the inclusion-rule statistics that circepy's Ibis route does not write.
+
+Engine overrides (each small and commented, see ``../shared/KNOWN.md``):
+- all engines: Circe-be's censored-cases statistic, which circepy 0.3 leaves out, is added.
+- Spark: SqlRender emulates temp tables as ``CREATE TABLE … USING DELTA``; plain Spark has no
+  Delta Lake, so they are ``USING PARQUET``; the ``DELETE`` statements on the (fresh, empty)
+  staging tables are dropped, since Spark cannot delete from Parquet tables.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass
+
+from pharmalab.cohorts.definitions import CohortDefinition
+
+DIALECTS = {"duckdb": "duckdb", "pyspark": "spark", "bigquery": "bigquery",
+            "postgres": "postgresql"}
+
+# Circe-be's censor statistic (cohortCensoredStatsQuery): entries lost to the censor window.
+_CENSOR_STATS = """
+insert into @results_database_schema.cohort_censor_stats (cohort_definition_id, lost_count)
+select @target_cohort_id as cohort_definition_id,
+  coalesce(FCC.total_records - TCC.total_records, 0) as lost_count
+FROM (select count_big(*) as total_records from #final_cohort) FCC,
+(select count_big(*) as total_records from @target_database_schema.@target_cohort_table
+ where cohort_definition_id = @target_cohort_id) TCC;
+"""
+
+
+@dataclass(frozen=True)
+class CohortSql:
+    """The statements of one cohort for one engine, and the temp tables they create."""
+
+    statements: tuple[str, ...]
+    temp_tables: tuple[str, ...]
+
+
+def new_session_id() -> str:
+    """An 8-character SqlRender session id (a letter then letters or digits)."""
+    return "p" + secrets.token_hex(4)[:7]
+
+
+def cohort_sql(
+    definition: CohortDefinition,
+    *,
+    engine: str,
+    cdm_schema: str,
+    vocab_schema: str,
+    results_schema: str,
+    cohort_table: str,
+    stats_tables: dict[str, str],
+    session_id: str | None = None,
+    temp_schema: str | None = None,
+) -> CohortSql:
+    """Build, render and translate one cohort's SQL for ``engine``.
+
+    Parameters
+    ----------
+    definition
+        The validated Circe definition.
+    engine
+        ``duckdb``, ``pyspark``, ``bigquery`` or ``postgres`` (an :class:`EngineURL` kind).
+    cdm_schema, vocab_schema, results_schema
+        Schema names as the engine spells them.
+    cohort_table
+        The table (in ``results_schema``) receiving the cohort rows.
+    stats_tables
+        Circe's statistics table names (``cohort_inclusion_result``,
+        ``cohort_inclusion_stats``, ``cohort_summary_stats``, ``cohort_censor_stats``) →
+        the tables (in ``results_schema``) receiving them.
+    session_id, temp_schema
+        SqlRender's temp-table emulation (Spark, BigQuery): emulated temp tables are named
+        ``<temp_schema>.<session_id><name>``.
+
+    Returns
+    -------
+    CohortSql
+    """
+    from circe.api import build_cohort_query
+    from circe.cohortdefinition import BuildExpressionQueryOptions
+    from circe.sqlrender.renderer import render
+    from circe.sqlrender.splitter import split_sql
+    from circe.sqlrender.translator import translate
+
+    options = BuildExpressionQueryOptions()
+    options.cohort_id = definition.cohort_id
+    options.generate_stats = True
+    sql = build_cohort_query(definition.expression, options)
+    if definition.has_censor_window:
+        sql = _add_censor_stats(sql, definition.cohort_id)
+    params = {
+        "cdm_database_schema": cdm_schema,
+        "vocabulary_database_schema": vocab_schema,
+        "target_database_schema": results_schema,
+        "results_database_schema": results_schema,
+        "target_cohort_table": cohort_table,
+        "target_cohort_id": definition.cohort_id,
+    }
+    for circe_name, table in stats_tables.items():
+        params[f"results_database_schema.{circe_name}"] = f"{results_schema}.{table}"
+    sql = render(sql, **params)
+    dialect = DIALECTS[engine]
+    session_id = session_id or new_session_id()
+    sql = translate(sql, dialect, session_id=session_id, temp_emulation_schema=temp_schema)
+    statements = [s.strip() for s in split_sql(sql) if s.strip().strip(";").strip()]
+    if engine == "pyspark":
+        staging = {f"{results_schema}.{t}".lower() for t in (cohort_table, *stats_tables.values())}
+        statements = [_spark_parquet(s) for s in statements
+                      if not _is_delete_from(s, staging)]
+    return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
+
+
+def _add_censor_stats(sql: str, cohort_id: int) -> str:
+    marker = re.compile(
+        r"(delete from @results_database_schema\.cohort_censor_stats where "
+        rf"cohort_definition_id = {cohort_id};)", re.IGNORECASE)
+    if not marker.search(sql):
+        raise RuntimeError("circepy's SQL has no censored-stats block; cannot add lost_count")
+    return marker.sub(lambda m: m.group(1) + "\n" + _CENSOR_STATS, sql, count=1)
+
+
+def _is_delete_from(statement: str, tables: set[str]) -> bool:
+    match = re.match(r"\s*delete\s+from\s+([\w.]+)", statement, re.IGNORECASE)
+    return bool(match) and match.group(1).lower() in tables
+
+
+def _spark_parquet(statement: str) -> str:
+    return re.sub(r"\bUSING\s+DELTA\b", "USING PARQUET", statement, flags=re.IGNORECASE)
+
+
+def _temp_tables(statements: list[str]) -> list[str]:
+    """Names of the tables the statements create as temp or emulated temp tables."""
+    names = []
+    for statement in statements:
+        match = re.match(r"\s*create\s+(?:temp\s+|temporary\s+)?table\s+(?:if\s+not\s+exists\s+)?"
+                         r"([\w.]+)", statement, re.IGNORECASE)
+        if match:
+            names.append(match.group(1))
+    return names

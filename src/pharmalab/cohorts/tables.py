@@ -1,0 +1,148 @@
+"""The results tables of cohort generation, and replacing one cohort's rows atomically.
+
+Table names and columns follow OHDSI CohortGenerator (``getCohortTableNames`` and its results
+data model): ``cohort``, ``cohort_inclusion``, ``cohort_inc_result``, ``cohort_inc_stats``,
+``cohort_summary_stats``, ``cohort_censor_stats``, ``cohort_count``, ``cohort_generation``.
+
+On DuckDB (and PostgreSQL) a cohort's rows are replaced inside one transaction. Plain Spark
+has neither transactions nor ``DELETE`` on Parquet tables, so there every results table is
+partitioned by its cohort id and a cohort's partition is replaced with
+``INSERT OVERWRITE … PARTITION``.
+"""
+
+from __future__ import annotations
+
+import re
+
+import ibis
+
+from pharmalab.engine import Database
+
+COHORT_TABLES: dict[str, dict[str, str]] = {
+    "cohort": {"cohort_definition_id": "int64", "subject_id": "int64",
+               "cohort_start_date": "date", "cohort_end_date": "date"},
+    "cohort_inclusion": {"cohort_definition_id": "int64", "rule_sequence": "int32",
+                         "name": "string", "description": "string"},
+    "cohort_inc_result": {"cohort_definition_id": "int64", "inclusion_rule_mask": "int64",
+                          "person_count": "int64", "mode_id": "int32"},
+    "cohort_inc_stats": {"cohort_definition_id": "int64", "rule_sequence": "int32",
+                         "person_count": "int64", "gain_count": "int64",
+                         "person_total": "int64", "mode_id": "int32"},
+    "cohort_summary_stats": {"cohort_definition_id": "int64", "base_count": "int64",
+                             "final_count": "int64", "mode_id": "int32"},
+    "cohort_censor_stats": {"cohort_definition_id": "int64", "lost_count": "int64"},
+    "cohort_count": {"cohort_id": "int64", "cohort_entries": "int64",
+                     "cohort_subjects": "int64"},
+    "cohort_generation": {"cohort_id": "int64", "cohort_name": "string", "checksum": "string",
+                          "generation_status": "string", "start_time": "timestamp",
+                          "end_time": "timestamp", "error": "string"},
+}
+# The statistics tables circe's SQL writes, as CohortGenerator's names for them.
+CIRCE_STATS_TABLES = {
+    "cohort_inclusion_result": "cohort_inc_result",
+    "cohort_inclusion_stats": "cohort_inc_stats",
+    "cohort_summary_stats": "cohort_summary_stats",
+    "cohort_censor_stats": "cohort_censor_stats",
+}
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def key_column(table: str) -> str:
+    """The cohort id column of a results table."""
+    return "cohort_id" if table in ("cohort_count", "cohort_generation") else \
+        "cohort_definition_id"
+
+
+def qualified(db: Database, name: str) -> str:
+    """``schema.name`` in the results schema (identifiers are checked, never quoted text)."""
+    schema = results_schema(db)
+    for part in (schema, name):
+        if not _IDENTIFIER.match(part):
+            raise ValueError(f"not a plain SQL identifier: {part!r}")
+    return f"{schema}.{name}"
+
+
+def results_schema(db: Database) -> str:
+    return db.schema("results") or db.con.current_database
+
+
+def ensure_tables(db: Database, names=tuple(COHORT_TABLES)) -> None:
+    """Create the results schema and any missing results table (empty, typed)."""
+    db.ensure_schema("results")
+    schema = results_schema(db)
+    present = set(db.list_tables("results"))
+    for name in names:
+        if name in present:
+            continue
+        columns = COHORT_TABLES[name]
+        if db.url.kind == "pyspark":
+            # partition column last, as Spark stores it
+            key = key_column(name)
+            ordered = {c: t for c, t in columns.items() if c != key} | {key: columns[key]}
+            db.con.create_table(name, schema=ibis.schema(ordered), database=schema,
+                                partition_by=key)
+        else:
+            db.con.create_table(name, schema=ibis.schema(columns), database=schema)
+
+
+def create_stage(db: Database, name: str, like: str) -> None:
+    """An empty, unpartitioned staging table with the columns of results table ``like``."""
+    db.con.create_table(name, schema=ibis.schema(COHORT_TABLES[like]),
+                        database=results_schema(db), overwrite=True)
+
+
+def drop_quietly(db: Database, name: str) -> None:
+    try:
+        db.con.drop_table(name, database=results_schema(db), force=True)
+    except Exception:  # cleaning up after a failure must not hide the failure
+        pass
+
+
+def replace_rows(db: Database, table: str, cohort_ids: list[int], source: str) -> None:
+    """Replace the rows of ``cohort_ids`` in results table ``table`` by those of ``source``.
+
+    ``source`` is a table of the results schema with the same columns. All or nothing: a
+    transaction on DuckDB/PostgreSQL, a partition overwrite per cohort on Spark.
+    """
+    key = key_column(table)
+    target, stage = qualified(db, table), qualified(db, source)
+    columns = list(COHORT_TABLES[table])
+    ids = ", ".join(str(int(i)) for i in cohort_ids)
+    if db.url.kind == "pyspark":
+        others = ", ".join(c for c in columns if c != key)
+        for cohort_id in cohort_ids:
+            db.con.raw_sql(
+                f"INSERT OVERWRITE TABLE {target} PARTITION ({key} = {int(cohort_id)}) "
+                f"SELECT {others} FROM {stage} WHERE {key} = {int(cohort_id)}")
+        return
+    select = ", ".join(columns)
+    statements = [
+        f"DELETE FROM {target} WHERE {key} IN ({ids})",
+        f"INSERT INTO {target} ({select}) SELECT {select} FROM {stage} WHERE {key} IN ({ids})",
+    ]
+    _transaction(db, statements)
+
+
+def insert_frame(db: Database, table: str, frame, cohort_ids: list[int]) -> None:
+    """Replace the rows of ``cohort_ids`` in ``table`` by ``frame``'s rows (pandas; may be
+    empty, which clears those cohorts)."""
+    stage = f"_pl_stage_{table}"
+    schema = ibis.schema(COHORT_TABLES[table])
+    data = ibis.memtable(frame[list(COHORT_TABLES[table])], schema=schema)
+    db.con.create_table(stage, data, database=results_schema(db), overwrite=True)
+    try:
+        replace_rows(db, table, sorted(int(i) for i in cohort_ids), stage)
+    finally:
+        drop_quietly(db, stage)
+
+
+def _transaction(db: Database, statements: list[str]) -> None:
+    db.con.raw_sql("BEGIN TRANSACTION")
+    try:
+        for statement in statements:
+            db.con.raw_sql(statement)
+    except BaseException:
+        db.con.raw_sql("ROLLBACK")
+        raise
+    db.con.raw_sql("COMMIT")
