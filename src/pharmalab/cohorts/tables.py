@@ -45,6 +45,8 @@ CIRCE_STATS_TABLES = {
     "cohort_censor_stats": "cohort_censor_stats",
 }
 
+_SPARK_TYPES = {"int64": "BIGINT", "int32": "INT", "string": "STRING", "date": "DATE",
+                "timestamp": "TIMESTAMP"}
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -77,11 +79,12 @@ def ensure_tables(db: Database, names=tuple(COHORT_TABLES)) -> None:
             continue
         columns = COHORT_TABLES[name]
         if db.url.kind == "pyspark":
-            # partition column last, as Spark stores it
+            # Partitioned by the cohort id (the partition column comes last in Spark).
             key = key_column(name)
-            ordered = {c: t for c, t in columns.items() if c != key} | {key: columns[key]}
-            db.con.create_table(name, schema=ibis.schema(ordered), database=schema,
-                                partition_by=key)
+            ordered = [c for c in columns if c != key] + [key]
+            body = ", ".join(f"{c} {_SPARK_TYPES[columns[c]]}" for c in ordered)
+            db.con.raw_sql(f"CREATE TABLE IF NOT EXISTS {schema}.{name} ({body}) "
+                           f"USING PARQUET PARTITIONED BY ({key})")
         else:
             db.con.create_table(name, schema=ibis.schema(columns), database=schema)
 

@@ -178,8 +178,8 @@ def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
 def _connect_spark(master: str) -> BaseBackend:
     """A local SparkSession with the settings measured to work here (../shared/KNOWN.md).
 
-    The warehouse lives in ``./.pharmalab/spark-warehouse`` of the working folder and the
-    catalog is in memory, so no ``spark-warehouse`` or ``metastore_db`` appears elsewhere.
+    The warehouse (``spark-warehouse``) and the Hive metastore (``metastore_db``, embedded
+    Derby: one process at a time) live in ``./.pharmalab`` of the working folder.
     """
     try:
         from pyspark.sql import SparkSession
@@ -189,17 +189,26 @@ def _connect_spark(master: str) -> BaseBackend:
         ) from exc
     # Without this Spark binds to the first non-loopback interface it finds.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    warehouse = (Path.cwd() / ".pharmalab" / "spark-warehouse").resolve()
+    home = (Path.cwd() / ".pharmalab").resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    warehouse = home / "spark-warehouse"
+    # A Hive catalog in an embedded Derby database under ./.pharmalab, so tables written by
+    # one pharmalab command are there for the next (an in-memory catalog forgets them and
+    # then refuses to reuse their folders).
+    metastore = f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
     session = (
         SparkSession.builder.master(master)
         .appName("pharmalab")
         .config("spark.driver.memory", "3g")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.host", "127.0.0.1")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.sql.warehouse.dir", str(warehouse))
-        .config("spark.sql.catalogImplementation", "in-memory")
+        .config("spark.sql.catalogImplementation", "hive")
+        .config("spark.hadoop.javax.jdo.option.ConnectionURL", metastore)
+        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
         .config("spark.sql.session.timeZone", "UTC")
         .getOrCreate()
     )
