@@ -23,6 +23,8 @@ app = typer.Typer(help="pharmalab: an open data-and-AI lab for pharma R&D and co
                        "analytics.", no_args_is_help=True, add_completion=False)
 cdm_app = typer.Typer(help="OMOP CDM: load and check.", no_args_is_help=True)
 app.add_typer(cdm_app, name="cdm")
+cohorts_app = typer.Typer(help="Cohorts: OHDSI Circe cohort sets.", no_args_is_help=True)
+app.add_typer(cohorts_app, name="cohorts")
 
 console = Console(stderr=True)
 # Piped output (a log, a CI job) is not wrapped at 80 columns, so numbers stay on one line.
@@ -164,6 +166,89 @@ def cdm_check(
                          _fmt(row.rows_affected), row.detail)
     out_console.print(findings)
     out_console.print(f"written: {path}")
+
+
+@cohorts_app.command("generate")
+def cohorts_generate(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cohorts: Annotated[Path, typer.Option(
+        "--cohorts", help="Cohort set: folder with Cohorts.csv or <cohort_id>.json files.")],
+    out: Annotated[Path, typer.Option(help="Folder for the cg_*.csv results.")] = Path("."),
+    force: Annotated[bool, typer.Option(
+        "--force", help="Regenerate cohorts whose definition is unchanged.")] = False,
+    negative_controls: Annotated[Path | None, typer.Option(
+        "--negative-controls", help="CSV of negative-control outcome concepts.")] = None,
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    database_id: Annotated[str | None, typer.Option(
+        "--database-id", help="database_id of the exports (default: cdm_source).")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Generate a cohort set into the results schema; export CohortGenerator's cg_*.csv."""
+    from pharmalab import cohorts as cohorts_pkg
+    from pharmalab.engine import database
+
+    cohort_set = cohorts_pkg.read_cohort_set(cohorts)
+    controls = (cohorts_pkg.read_negative_controls(negative_controls)
+                if negative_controls else None)
+    db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema,
+                  results_schema=results_schema, create=False)
+    with _progress() as progress:
+        task = progress.add_task("cohorts", total=len(cohort_set))
+        result = cohorts_pkg.generate_cohorts(
+            db, cohort_set, force=force,
+            progress=lambda d, status: progress.update(
+                task, advance=1, description=f"cohort {d.cohort_id} {d.cohort_name}: {status}"))
+    nc_ids = []
+    if controls is not None:
+        nc = cohorts_pkg.generate_negative_control_cohorts(db, controls)
+        nc_ids = [int(i) for i in nc["cohort_id"]]
+    cohorts_pkg.export_cohort_statistics(db, out, cohort_set.ids, negative_control_ids=nc_ids,
+                                         database_id=database_id,
+                                         min_cell_count=min_cell_count)
+    runs = {r.cohort_id: r for r in result.runs}
+    table = Table(title="Cohorts")
+    for column in ("cohort_id", "cohort_name", "status", "entries", "subjects", "seconds"):
+        table.add_column(column, justify="right" if column in (
+            "cohort_id", "entries", "subjects", "seconds") else "left")
+    for row in result.counts.itertuples(index=False):
+        run = runs[row.cohort_id]
+        colour = {"COMPLETE": "green", "FAILED": "red"}.get(run.status, "yellow")
+        table.add_row(str(row.cohort_id), row.cohort_name, f"[{colour}]{run.status}[/]",
+                      f"{row.cohort_entries:,}", f"{row.cohort_subjects:,}",
+                      f"{run.seconds:.1f}")
+    out_console.print(table)
+    if controls is not None:
+        out_console.print(f"negative-control outcome cohorts: {len(nc_ids)}")
+    out_console.print(f"written: {out}/cg_cohort_count.csv and the other cg_*.csv")
+    for run in result.failed:
+        console.print(f"failed: cohort {run.cohort_id} ({run.cohort_name}): {run.error}",
+                      markup=False, highlight=False, soft_wrap=True)
+    if result.failed:
+        raise _Exit(1)
+
+
+@cohorts_app.command("counts")
+def cohorts_counts(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Entries and subjects of every cohort in the results schema's cohort table."""
+    from pharmalab import cohorts as cohorts_pkg
+    from pharmalab.engine import database
+    from pharmalab.privacy import suppress
+
+    db = database(cdm, results_schema=results_schema, create=False)
+    counts = suppress(cohorts_pkg.cohort_counts(db), ["cohort_entries", "cohort_subjects"],
+                      min_cell_count)
+    table = Table(title="cohort_count")
+    for column in ("cohort_id", "cohort_entries", "cohort_subjects"):
+        table.add_column(column, justify="right")
+    for row in counts.itertuples(index=False):
+        table.add_row(str(row.cohort_id), _fmt(row.cohort_entries), _fmt(row.cohort_subjects))
+    out_console.print(table)
 
 
 def _fmt(value) -> str:

@@ -6,12 +6,20 @@ Public API: :func:`read_cohort_set`, :func:`generate_cohorts`, :func:`cohort_cou
 """
 
 from pharmalab.cohorts.definitions import CohortDefinition, CohortSet, read_cohort_set
+from pharmalab.cohorts.export import database_id, export_cohort_statistics
 from pharmalab.cohorts.generate import (
     CohortRun,
     GenerationResult,
     cohort_counts,
     generate_cohorts,
 )
+from pharmalab.cohorts.negative_controls import (
+    generate_negative_control_cohorts,
+    negative_control_cohorts,
+    read_negative_controls,
+)
 
 __all__ = ["CohortDefinition", "CohortRun", "CohortSet", "GenerationResult", "cohort_counts",
-           "generate_cohorts", "read_cohort_set"]
+           "database_id", "export_cohort_statistics", "generate_cohorts",
+           "generate_negative_control_cohorts", "negative_control_cohorts",
+           "read_cohort_set", "read_negative_controls"]

