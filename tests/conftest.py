@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -57,6 +58,49 @@ def gibleed_eunomia_db(tmp_path_factory):
     path = tmp_path_factory.mktemp("gibleed_eunomia") / "cdm.duckdb"
     result = cdm.load("eunomia:GiBleed", f"duckdb://{path}")
     return path, result
+
+
+@pytest.fixture(scope="session")
+def gibleed_cohorts(tmp_path_factory, gibleed_csv_db):
+    """A copy of GiBleed (DuckDB) with CohortGenerator's cohorts 1–4 and the negative-control
+    outcome cohorts generated into the ``results`` schema; yields the Database."""
+    from pharmalab import cohorts
+    from pharmalab.engine import database
+
+    path = tmp_path_factory.mktemp("gibleed_cohorts") / "cdm.duckdb"
+    shutil.copy(gibleed_csv_db[0], path)
+    db = database(f"duckdb://{path}?results_schema=results")
+    folder = need(DATA / "cohorts" / "cohortgenerator")
+    cohorts.generate_cohorts(db, cohorts.read_cohort_set(folder))
+    controls = cohorts.read_negative_controls(
+        folder / "negativecontrols" / "negativeControlOutcomes.csv")
+    cohorts.generate_negative_control_cohorts(db, controls)
+    yield db
+    db.con.disconnect()
+
+
+@pytest.fixture(scope="session")
+def spark_gibleed(tmp_path_factory, gibleed_csv_db):
+    """A local Spark session with GiBleed loaded from the Eunomia archive: (Database, LoadResult).
+
+    One session for every Spark test (starting Spark and loading takes about a minute).
+    """
+    pytest.importorskip("pyspark", reason="pyspark is not installed (pharmalab[spark])")
+    if shutil.which("java") is None:
+        pytest.skip("no Java runtime: Spark needs Java 17 (openjdk-17-jre-headless)")
+    from pharmalab import cdm
+    from pharmalab.engine import database
+
+    # the local session keeps its warehouse and metastore in ./.pharmalab of the working folder
+    previous = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("spark"))
+    try:
+        db = database("pyspark?cdm_schema=gibleed&results_schema=gibleed_results")
+        result = cdm.load(need(GIBLEED_TAR), db)
+        yield db, result
+        db.con._session.stop()
+    finally:
+        os.chdir(previous)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ def test_gibleed_quirks_have_the_published_numbers(gibleed_check):
     pk = _finding(gibleed_check, "non_unique_primary_key", "drug_exposure", "drug_exposure_id")
     assert pk["detail"] == "63,323 distinct of 67,707"
     assert (pk["rows_affected"], pk["rows_total"]) == (67707 - 63323, 67707)
-    orphans = _finding(gibleed_check, "person_not_in_person", "observation_period", "person_id")
+    orphans = _finding(gibleed_check, "orphan_person_id", "observation_period", "person_id")
     assert orphans["rows_affected"] == 2649
     end = _finding(gibleed_check, "end_date_missing", "condition_occurrence", "condition_end_date")
     assert end["rows_affected"] == 8652 and end["severity"] == "info"

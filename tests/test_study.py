@@ -40,6 +40,22 @@ def test_invalid_study_files(tmp_path, text, message):
         read_study(_write(tmp_path, text))
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[study]\nname = "x"\n[cdm]\nurl = "sqlite:///x.db"\n', "unknown scheme 'sqlite'"),
+        ('[study]\nname = "x"\n[cdm]\nurl = "duckdb:///{outdir}/x.duckdb"\n',
+         "unknown placeholder {outdir}"),
+        ('[study]\nname = "x"\nmin_cell_count = "7"\n', "key 'study.min_cell_count'"),
+        ('[study]\nname = "x"\n[[sales.inputs]]\nsource = "s.csv"\n',
+         "a CSV sales source needs ds_column"),
+    ],
+)
+def test_invalid_values_are_caught_before_running(tmp_path, text, message):
+    with pytest.raises(StudyConfigError, match=message):
+        read_study(_write(tmp_path, text))
+
+
 def test_missing_study_file(tmp_path):
     with pytest.raises(StudyConfigError, match="does not exist"):
         run(tmp_path / "nope.toml")
@@ -104,9 +120,14 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert series.groupby("unique_id").size().to_dict() == {"A10": 204, "H02": 204}
     manifest = json.loads(result.manifest.read_text())
     assert manifest["libraries"]["ibis-framework"].startswith("12.")
-    assert [s["status"] for s in manifest["steps"]] == ["ok", "ok", "ok"]
+    assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
+        ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("sales", "ok")]
+    counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
+    assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
+        1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479}
     report = result.report.read_text()
     assert "63,323 distinct of 67,707" in report and "Plotly" in report
+    assert "1,844 persons where Circe has 1,800" in report  # which semantics, said
     # results are complete files: no temporary names left behind
     assert not [p for p in out.rglob(".*") if p.is_file()]
 

@@ -36,13 +36,19 @@ class _Exit(Exception):
         self.code = code
 
 
-@app.callback()
-def _root(
-    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
-) -> None:
-    if version:
+def _show_version(value: bool) -> None:
+    if value:
         out_console.print(f"pharmalab {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option(
+        "--version", help="Show the version and exit.", is_eager=True,
+        callback=_show_version)] = False,
+) -> None:
+    """pharmalab: an open data-and-AI lab for pharma R&D and commercial analytics."""
 
 
 @app.command()
@@ -267,25 +273,24 @@ def _fmt(value) -> str:
 
 def main() -> None:
     """Entry point of the ``pharmalab`` script."""
+    # Typer's standalone mode reports usage errors itself (usage line, exit 2); what reaches
+    # here is pharmalab's own errors and the system's.
     try:
-        app(standalone_mode=False)
+        app()
     except PharmalabInputError as exc:
-        console.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _error(str(exc))
     except _Exit as exc:
         sys.exit(exc.code)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        console.print("aborted")
-        sys.exit(130)
-    except Exception as exc:
-        import click
+    except OSError as exc:  # a folder that cannot be written, a file that cannot be read
+        where = f" {exc.filename!r}" if exc.filename else ""
+        _error(f"{exc.strerror or exc}{where}")
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+
+def _error(message: str) -> None:
+    lines = message.strip().splitlines() or ["unknown error"]
+    console.print(f"error: {' '.join(line.strip() for line in lines)}", markup=False,
+                  highlight=False, soft_wrap=True)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

