@@ -109,3 +109,10 @@ def gibleed_csv_folder(tmp_path) -> Path:
     folder = tmp_path / "gibleed"
     shutil.unpack_archive(need(GIBLEED_TAR), folder)
     return folder / "csv"
+
+
+def pytest_configure(config):
+    # cached circe SQL goes to a folder of this test run, not to the user's ~/.cache
+    import tempfile
+
+    os.environ["PHARMALAB_CACHE"] = tempfile.mkdtemp(prefix="pharmalab-cache-")

@@ -15,12 +15,17 @@ Engine overrides (each small and commented, see ``../shared/KNOWN.md``):
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import secrets
+from pathlib import Path
 from dataclasses import dataclass
 
 import sqlglot
 
+from pharmalab.atomic import write_text
 from pharmalab.cohorts.definitions import CohortDefinition
 
 DIALECTS = {"duckdb": "duckdb", "pyspark": "spark", "bigquery": "bigquery",
@@ -85,7 +90,31 @@ def cohort_sql(
     Returns
     -------
     CohortSql
+
+    circepy's SqlRender translation is pure Python and costs 0.1–0.5 s per cohort whatever the
+    data size, so translated statements are cached (in memory and under
+    ``$PHARMALAB_CACHE``, default ``~/.cache/pharmalab``) by the definition's checksum, the
+    engine and the schema and table names; the session id is put back on each use.
     """
+    session_id = session_id or new_session_id()
+    token = "zplsess0"  # stands for the session id in cached statements (same length)
+    args = dict(engine=engine, cdm_schema=cdm_schema, vocab_schema=vocab_schema,
+                results_schema=results_schema,
+                cohort_table=cohort_table.replace(session_id, token),
+                stats_tables={k: v.replace(session_id, token) for k, v in stats_tables.items()},
+                temp_schema=temp_schema)
+    key = hashlib.sha256(json.dumps([definition.checksum, args], sort_keys=True)
+                         .encode()).hexdigest()
+    statements = _cache_get(key)
+    if statements is None:
+        statements = _translate(definition, session_id=token, **args)
+        _cache_put(key, statements)
+    statements = [s.replace(token, session_id) for s in statements]
+    return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
+
+
+def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, cohort_table,
+               stats_tables, session_id, temp_schema) -> list[str]:
     from circe.api import build_cohort_query
     from circe.cohortdefinition import BuildExpressionQueryOptions
     from circe.sqlrender.renderer import render
@@ -110,23 +139,51 @@ def cohort_sql(
         params[f"results_database_schema.{circe_name}"] = f"{results_schema}.{table}"
     sql = render(sql, **params)
     dialect = DIALECTS[engine]
-    session_id = session_id or new_session_id()
     if engine == "bigquery":
         # circepy 0.3's translate(sql, "bigquery") does not finish on cohorts with inclusion
         # rules (a regular expression that backtracks without end, in translator.search);
         # translate to DuckDB, whose SQL runs and is verified here, and let sqlglot write it
         # as BigQuery.
         sql = translate(sql, "duckdb", session_id=session_id)
-        statements = [sqlglot.transpile(s, read="duckdb", write="bigquery")[0]
-                      for s in split_sql(sql) if s.strip().strip(";").strip()]
-        return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
+        return [sqlglot.transpile(s, read="duckdb", write="bigquery")[0]
+                for s in split_sql(sql) if s.strip().strip(";").strip()]
     sql = translate(sql, dialect, session_id=session_id, temp_emulation_schema=temp_schema)
     statements = [s.strip() for s in split_sql(sql) if s.strip().strip(";").strip()]
     if engine == "pyspark":
         staging = {f"{results_schema}.{t}".lower() for t in (cohort_table, *stats_tables.values())}
         statements = [_spark_parquet(s) for s in statements
                       if not _is_delete_from(s, staging)]
-    return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
+    return statements
+
+
+_MEMORY: dict[str, list[str]] = {}
+
+
+def _cache_folder() -> Path:
+    from importlib.metadata import version
+
+    root = Path(os.environ.get("PHARMALAB_CACHE", Path.home() / ".cache" / "pharmalab"))
+    return root / f"circe-sql-{version('ohdsi-circepy')}"
+
+
+def _cache_get(key: str) -> list[str] | None:
+    if key in _MEMORY:
+        return _MEMORY[key]
+    path = _cache_folder() / f"{key}.json"
+    try:
+        statements = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    _MEMORY[key] = statements
+    return statements
+
+
+def _cache_put(key: str, statements: list[str]) -> None:
+    _MEMORY[key] = statements
+    try:
+        write_text(_cache_folder() / f"{key}.json", json.dumps(statements))
+    except OSError:  # a read-only home: the cache is an optimisation only
+        pass
 
 
 def _add_censor_stats(sql: str, cohort_id: int) -> str:
