@@ -191,19 +191,24 @@ def test_invalid_definitions_name_file_and_field(tmp_path, edit, message):
         cohorts.read_cohort_set(folder)
 
 
+# circepy's snake_case YAML: every condition occurrence of GI bleed (192671 and descendants)
+GI_BLEED_YAML = (
+    "title: GI bleed\n"
+    "concept_sets:\n"
+    "  - id: 0\n    name: GI bleed\n"
+    "    expression:\n      items:\n"
+    "        - concept: {concept_id: 192671}\n          include_descendants: true\n"
+    "primary_criteria:\n  criteria_list:\n    - condition_occurrence: {codeset_id: 0}\n"
+    "  observation_window: {prior_days: 0, post_days: 0}\n"
+    "  primary_criteria_limit: {type: All}\n"
+)
+
+
 def test_folder_of_json_and_yaml(tmp_path):
     folder = tmp_path / "plain"
     folder.mkdir()
     shutil.copy(need(COHORTGENERATOR / "cohorts" / "1.json"), folder / "1.json")
-    (folder / "7.yaml").write_text(
-        "title: GI bleed\n"
-        "concept_sets:\n"
-        "  - id: 0\n    name: GI bleed\n"
-        "    expression:\n      items:\n"
-        "        - concept: {concept_id: 192671}\n          include_descendants: true\n"
-        "primary_criteria:\n  criteria_list:\n    - condition_occurrence: {codeset_id: 0}\n"
-        "  observation_window: {prior_days: 0, post_days: 0}\n"
-        "  primary_criteria_limit: {type: All}\n")
+    (folder / "7.yaml").write_text(GI_BLEED_YAML)
     cohort_set = cohorts.read_cohort_set(folder)
     assert cohort_set.ids == [1, 7]
     assert [c.cohort_name for c in cohort_set] == ["1", "GI bleed"]
@@ -212,15 +217,7 @@ def test_folder_of_json_and_yaml(tmp_path):
 def test_yaml_cohort_generates(work_db, tmp_path):
     folder = tmp_path / "yaml"
     folder.mkdir()
-    (folder / "7.yaml").write_text(
-        "title: GI bleed\n"
-        "concept_sets:\n"
-        "  - id: 0\n    name: GI bleed\n"
-        "    expression:\n      items:\n"
-        "        - concept: {concept_id: 192671}\n          include_descendants: true\n"
-        "primary_criteria:\n  criteria_list:\n    - condition_occurrence: {codeset_id: 0}\n"
-        "  observation_window: {prior_days: 0, post_days: 0}\n"
-        "  primary_criteria_limit: {type: All}\n")
+    (folder / "7.yaml").write_text(GI_BLEED_YAML)
     result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
     assert result.counts["cohort_subjects"].tolist() == [479]
 
