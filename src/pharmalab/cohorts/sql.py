@@ -20,8 +20,8 @@ import json
 import os
 import re
 import secrets
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 import sqlglot
 

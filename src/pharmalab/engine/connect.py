@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -196,6 +197,8 @@ def _connect_spark(master: str) -> BaseBackend:
         ) from exc
     # Without this Spark binds to the first non-loopback interface it finds.
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # Python workers must be this interpreter (the venv's), not whatever python3 is on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     home = (Path.cwd() / ".pharmalab").resolve()
     home.mkdir(parents=True, exist_ok=True)
     warehouse = home / "spark-warehouse"
