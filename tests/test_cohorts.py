@@ -261,3 +261,47 @@ def test_bigquery_sql_parses(folder):
             assert parsed is not None
         inserts = [s for s in built.statements if s.lower().startswith("insert into results.")]
         assert any("stage_cohort" in s for s in inserts)
+
+
+def test_same_definition_under_another_id(work_db, tmp_path):
+    # translated SQL is cached; the cohort id is part of it, so a copy under id 7 has rows
+    folder = tmp_path / "copies"
+    folder.mkdir()
+    for cohort_id in (1, 7):
+        shutil.copy(need(COHORTGENERATOR / "cohorts" / "1.json"), folder / f"{cohort_id}.json")
+    result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
+    assert result.counts["cohort_subjects"].tolist() == [1800, 1800]
+
+
+def test_negative_controls_must_not_reuse_cohort_ids(tmp_path):
+    controls = pd.DataFrame({"cohort_id": [4059173, 2], "cohort_name": ["a", "b"],
+                             "outcome_concept_id": [4059173, 1], "occurrence_type": ["all"] * 2,
+                             "detect_on_descendants": [True] * 2})
+    with pytest.raises(CohortDefinitionError, match="cohort_id 2 is also a cohort of the set"):
+        cohorts.check_ids_apart(controls, [1, 2, 3])
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (None, r"field 'PrimaryCriteria.CriteriaList.0.DrugEra.CodesetID' is not a Circe field"),
+    (b"\xff\xfe\x00garbage", "not a UTF-8 text file"),
+])
+def test_typos_and_binary_files(tmp_path, content, message):
+    folder = _catalogue(tmp_path, "cohort_id,cohort_name\n1,a\n")
+    path = folder / "cohorts" / "1.json"
+    if content is None:
+        path.write_text(path.read_text().replace('"CodesetId"', '"CodesetID"'))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(CohortDefinitionError, match=message):
+        cohorts.read_cohort_set(folder)
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ("cohort_id,cohort_name\n1,a,extra\n", "line 2: more values than columns"),
+    ("cohort_id,cohort_name\n99999999999999999999,a\n", "out of range"),
+    ("cohort_id,cohort_name\n", "no cohorts listed"),
+    ("id,cohort_name\n1,a\n", "column 'cohort_id' is missing"),
+])
+def test_bad_catalogues(tmp_path, rows, message):
+    with pytest.raises(CohortDefinitionError, match=message):
+        cohorts.read_cohort_set(_catalogue(tmp_path, rows))

@@ -198,6 +198,8 @@ def cohorts_generate(
     cohort_set = cohorts_pkg.read_cohort_set(cohorts)
     controls = (cohorts_pkg.read_negative_controls(negative_controls)
                 if negative_controls else None)
+    if controls is not None:
+        cohorts_pkg.check_ids_apart(controls, cohort_set.ids)
     db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema,
                   results_schema=results_schema, create=False)
     with _progress() as progress:

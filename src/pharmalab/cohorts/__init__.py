@@ -14,12 +14,14 @@ from pharmalab.cohorts.generate import (
     generate_cohorts,
 )
 from pharmalab.cohorts.negative_controls import (
+    check_ids_apart,
     generate_negative_control_cohorts,
     negative_control_cohorts,
     read_negative_controls,
 )
 
-__all__ = ["CohortDefinition", "CohortRun", "CohortSet", "GenerationResult", "cohort_counts",
+__all__ = ["CohortDefinition", "CohortRun", "CohortSet", "GenerationResult", "check_ids_apart",
+           "cohort_counts",
            "database_id", "export_cohort_statistics", "generate_cohorts",
            "generate_negative_control_cohorts", "negative_control_cohorts",
            "read_cohort_set", "read_negative_controls"]

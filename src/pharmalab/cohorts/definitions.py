@@ -126,17 +126,24 @@ def read_definition(path: Path, cohort_id: int, cohort_name: str | None = None
     CohortDefinitionError
         As :func:`read_cohort_set`, for this file.
     """
+    if path.is_dir():
+        raise CohortDefinitionError(f"cohort {cohort_id}: definition {str(path)!r} is a folder")
     if not path.is_file():
         raise CohortDefinitionError(f"cohort {cohort_id}: definition file {str(path)!r} "
                                     "does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise CohortDefinitionError(f"{path}: not a UTF-8 text file (expected Circe JSON "
+                                    "or YAML)") from None
     if path.suffix.lower() == ".json":
         data = _load_json(path, text)
     else:
         data = _load_yaml(path, text)
     expression = _validate(path, data)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    _check_nothing_dropped(path, data, expression.model_dump(by_alias=True, exclude_none=True))
+    _check_nothing_dropped(path, data, (expression.model_dump(by_alias=True, exclude_none=True),
+                                        expression.model_dump(by_alias=False, exclude_none=True)))
     _check_references(path, expression)
     _check_builds(path, cohort_id, expression)
     name = cohort_name or expression.title or path.stem
@@ -146,18 +153,29 @@ def read_definition(path: Path, cohort_id: int, cohort_name: str | None = None
 
 
 def _read_catalogue(catalogue: Path) -> list[tuple[int, str, Path]]:
-    with catalogue.open(encoding="utf-8-sig", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-        columns = set(rows[0]) if rows else set()
-    id_col = "cohort_id" if "cohort_id" in columns else "cohortId"
-    name_col = "cohort_name" if "cohort_name" in columns else "cohortName"
+    try:
+        with catalogue.open(encoding="utf-8-sig", newline="") as fh:
+            reader = csv.DictReader(fh)
+            rows = list(reader)
+            columns = set(reader.fieldnames or ())
+    except UnicodeDecodeError:
+        raise CohortDefinitionError(f"{catalogue}: not a UTF-8 text file") from None
+    if not rows:
+        raise CohortDefinitionError(f"{catalogue}: no cohorts listed (expected a header "
+                                    "cohort_id,cohort_name and one row per cohort)")
+    id_col = "cohortId" if "cohortId" in columns and "cohort_id" not in columns else "cohort_id"
+    name_col = ("cohortName" if "cohortName" in columns and "cohort_name" not in columns
+                else "cohort_name")
     for needed in (id_col, name_col):
-        if rows and needed not in columns:
+        if needed not in columns:
             raise CohortDefinitionError(
                 f"{catalogue}: column {needed!r} is missing (CohortGenerator format: "
                 "cohort_id, cohort_name[, atlas_id, json_path])")
     entries, seen = [], {}
     for line, row in enumerate(rows, start=2):
+        if None in row:
+            raise CohortDefinitionError(f"{catalogue}, line {line}: more values than columns "
+                                        f"({', '.join(reader.fieldnames)})")
         cohort_id = _cohort_id(row[id_col], f"{catalogue}, line {line}")
         if cohort_id in seen:
             raise CohortDefinitionError(
@@ -198,8 +216,9 @@ def _cohort_id(value: str, where: str) -> int:
         cohort_id = int(str(value).strip())
     except ValueError:
         raise CohortDefinitionError(f"{where}: cohort_id {value!r} is not an integer") from None
-    if cohort_id < 0:
-        raise CohortDefinitionError(f"{where}: cohort_id {cohort_id} is negative")
+    if not 0 <= cohort_id < 2**63:
+        raise CohortDefinitionError(
+            f"{where}: cohort_id {cohort_id} is out of range (0 to 2^63 - 1, a BIGINT)")
     return cohort_id
 
 
@@ -304,26 +323,35 @@ def _norm(key: str) -> str:
     return str(key).replace("_", "").lower()
 
 
-def _check_nothing_dropped(path: Path, given, parsed, where: str = "") -> None:
+def _check_nothing_dropped(path: Path, given, parsed: tuple, where: str = "") -> None:
     """Every field written must survive circepy's parsing: circepy ignores fields it does not
-    know (a typo such as ``CodesetID`` would silently widen the cohort)."""
-    if isinstance(given, dict) and isinstance(parsed, dict):
+    know (a typo such as ``CodesetID`` would silently widen the cohort).
+
+    ``parsed`` is the parsed expression dumped twice, by alias and by field name: a field
+    written as either (in any case: ATLAS writes 'name', circepy 'Name') is kept.
+    """
+    by_alias, by_name = parsed
+    if isinstance(given, dict) and isinstance(by_alias, dict):
         if "CONCEPT_ID" in given:
             return  # a concept: ATLAS's details (names, captions) are for display only
-        known = {_norm(k): v for k, v in parsed.items()}
+        known = {}
+        for (alias, value), (name, named) in zip(by_alias.items(), by_name.items(),
+                                                 strict=False):
+            known[_norm(alias)] = known[_norm(name)] = (value, named)
         for key, value in given.items():
             here = f"{where}.{key}" if where else str(key)
             if _norm(key) not in known:
-                if value in (None, {}, [], "", False):
-                    continue  # an empty value carries nothing
-                if not where and key in ("cdmVersionRange", "Title", "title"):
+                # (0 == False in Python: test emptiness by identity and type, not with `in`)
+                empty = value is None or value is False or (
+                    isinstance(value, (dict, list, str)) and len(value) == 0)
+                if empty or (not where and key in ("cdmVersionRange", "Title", "title")):
                     continue
                 raise CohortDefinitionError(f"{path}: field {here!r} is not a Circe field "
                                             "here (circepy would ignore it)")
             _check_nothing_dropped(path, value, known[_norm(key)], here)
-    elif isinstance(given, list) and isinstance(parsed, list):
-        for i, (g, p) in enumerate(zip(given, parsed, strict=False)):
-            _check_nothing_dropped(path, g, p, f"{where}.{i}")
+    elif isinstance(given, list) and isinstance(by_alias, list):
+        for i, (g, a, n) in enumerate(zip(given, by_alias, by_name, strict=False)):
+            _check_nothing_dropped(path, g, (a, n), f"{where}.{i}")
 
 
 def _check_references(path: Path, expression) -> None:

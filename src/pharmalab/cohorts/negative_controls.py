@@ -10,6 +10,8 @@ day; ``occurrence_type = "first"`` keeps each person's earliest. ``cohort_start_
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import ibis
@@ -55,8 +57,14 @@ def read_negative_controls(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise CohortDefinitionError(f"negative-control file {str(path)!r} does not exist")
-    raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise CohortDefinitionError(f"{path}: cannot be read as CSV: "
+                                    f"{str(exc).splitlines()[0]}") from None
     raw.columns = [_snake(c) for c in raw.columns]
+    if raw.empty:
+        raise CohortDefinitionError(f"{path}: no negative-control outcome listed")
     if "outcome_concept_id" not in raw.columns:
         raise CohortDefinitionError(f"{path}: column 'outcome_concept_id' is missing "
                                     f"(columns: {', '.join(raw.columns)})")
@@ -159,6 +167,15 @@ def generate_negative_control_cohorts(db: Database, controls: pd.DataFrame) -> p
         tables.drop_quietly(db, stage)
     counts = cohort_counts(db, ids)
     tables.insert_frame(db, "cohort_count", counts, ids)
+    # Recorded like any cohort, so a Circe cohort later given one of these ids regenerates.
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    generation = pd.DataFrame({
+        "cohort_id": ids, "cohort_name": list(controls["cohort_name"]),
+        "checksum": [hashlib.sha256(("negative control " + json.dumps(
+            row, sort_keys=True, default=str)).encode()).hexdigest()
+            for row in controls.to_dict("records")],
+        "generation_status": "COMPLETE", "start_time": now, "end_time": now, "error": None})
+    tables.insert_frame(db, "cohort_generation", generation, ids)
     names = dict(zip(controls["cohort_id"], controls["cohort_name"], strict=True))
     counts.insert(1, "cohort_name", counts["cohort_id"].map(names))
     return counts
@@ -171,7 +188,27 @@ def _snake(name: str) -> str:
 
 def _integer(value: str, path: Path, line: int, column: str) -> int:
     try:
-        return int(str(value).strip())
+        number = int(str(value).strip())
     except ValueError:
         raise CohortDefinitionError(f"{path}, line {line}: {column} {value!r} is not an "
                                     "integer") from None
+    if not 0 <= number < 2**63:
+        raise CohortDefinitionError(f"{path}, line {line}: {column} {number} is out of range "
+                                    "(0 to 2^63 - 1)")
+    return number
+
+
+def check_ids_apart(controls: pd.DataFrame, cohort_ids) -> None:
+    """Negative-control cohort ids must not be ids of the cohort set: their rows would
+    replace that cohort's.
+
+    Raises
+    ------
+    CohortDefinitionError
+        Naming the first shared id.
+    """
+    shared = sorted(set(int(i) for i in controls["cohort_id"]) & {int(i) for i in cohort_ids})
+    if shared:
+        raise CohortDefinitionError(
+            f"negative-control cohort_id {shared[0]} is also a cohort of the set: give the "
+            "negative controls other cohort_id values (by default the outcome concept id)")

@@ -103,7 +103,9 @@ def cohort_sql(
                 cohort_table=cohort_table.replace(session_id, token),
                 stats_tables={k: v.replace(session_id, token) for k, v in stats_tables.items()},
                 temp_schema=temp_schema)
-    key = hashlib.sha256(json.dumps([definition.checksum, args], sort_keys=True)
+    # The cohort id is written into the SQL: the same definition under another id differs.
+    key = hashlib.sha256(json.dumps([definition.checksum, definition.cohort_id, args],
+                                    sort_keys=True)
                          .encode()).hexdigest()
     statements = _cache_get(key)
     if statements is None:

