@@ -133,10 +133,13 @@ def cdm_load(
     for t in result.tables:
         table.add_row(t.table, f"{t.rows:,}")
     out_console.print(table)
+    if url.kind == "duckdb" and url.duckdb_path is None:
+        console.print("note: duckdb:// is an in-memory database: nothing is kept after this "
+                      "command (give a file, e.g. duckdb://cdm.duckdb)", soft_wrap=True)
     for name, why in result.skipped:
-        console.print(f"note: {name}: {why}")
+        console.print(f"note: {name}: {why}", soft_wrap=True)
     for warning in result.warnings:
-        console.print(f"warning: {warning}")
+        console.print(f"warning: {warning}", soft_wrap=True)
 
 
 @cdm_app.command("check")

@@ -45,6 +45,7 @@ class TableFile:
 
 
 def is_archive(path: Path) -> bool:
+    """Whether ``path`` names a zip or tar archive (by its suffix)."""
     return path.name.lower().endswith(_ARCHIVE_SUFFIXES)
 
 

@@ -66,6 +66,7 @@ def qualified(db: Database, name: str) -> str:
 
 
 def results_schema(db: Database) -> str:
+    """The results schema's name, or the connection's current schema when none is set."""
     return db.schema("results") or db.con.current_database
 
 
@@ -96,6 +97,7 @@ def create_stage(db: Database, name: str, like: str) -> None:
 
 
 def drop_quietly(db: Database, name: str) -> None:
+    """Drop table ``name`` of the results schema if it exists; never raises (cleanup)."""
     try:
         db.con.drop_table(name, database=results_schema(db), force=True)
     except Exception:  # cleaning up after a failure must not hide the failure
