@@ -6,6 +6,7 @@ a study with a failed step exits 1.
 
 from __future__ import annotations
 
+import signal
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -226,7 +227,9 @@ def cohorts_generate(
     for row in result.counts.itertuples(index=False):
         run = runs[row.cohort_id]
         colour = {"COMPLETE": "green", "FAILED": "red"}.get(run.status, "yellow")
-        table.add_row(str(row.cohort_id), row.cohort_name, f"[{colour}]{run.status}[/]",
+        # a failed cohort keeps its previous rows: the counts shown are those
+        status = "FAILED (previous rows kept)" if run.status == "FAILED" else run.status
+        table.add_row(str(row.cohort_id), row.cohort_name, f"[{colour}]{status}[/]",
                       f"{row.cohort_entries:,}", f"{row.cohort_subjects:,}",
                       f"{run.seconds:.1f}")
     out_console.print(table)
@@ -278,6 +281,8 @@ def _fmt(value) -> str:
 
 def main() -> None:
     """Entry point of the ``pharmalab`` script."""
+    # SIGTERM unwinds like an error, so temporary files and folders are removed on the way.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     # Typer's standalone mode reports usage errors itself (usage line, exit 2); what reaches
     # here is pharmalab's own errors and the system's.
     try:

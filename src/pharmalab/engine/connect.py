@@ -259,11 +259,11 @@ class Database:
     def list_tables(self, role: str = "cdm") -> list[str]:
         """Table names (lower case) in the schema of ``role``; empty if the schema is absent."""
         schema = self.schema(role)
-        try:
-            names = self.con.list_tables(database=schema) if schema else self.con.list_tables()
-        except Exception:  # a schema that does not exist yet has no tables
-            return []
-        return [n.lower() for n in names]
+        if schema is None:
+            return [n.lower() for n in self.con.list_tables()]
+        if schema.lower() not in {d.lower() for d in self.con.list_databases()}:
+            return []  # a schema that does not exist yet has no tables
+        return [n.lower() for n in self.con.list_tables(database=schema)]
 
     def table(self, name: str, role: str = "cdm"):
         """The Ibis table ``name`` in the schema of ``role``.
