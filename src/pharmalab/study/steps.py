@@ -33,6 +33,7 @@ COHORT_SEMANTICS = (
 class StepError(PharmalabError):
     """A step that ran but reports failures (e.g. some cohorts of a set failed)."""
 
+
 Tick = Callable[[str], None] | None
 
 
@@ -206,6 +207,8 @@ def _cohorts(ctx: StepContext, tick: Tick) -> Section:
     nc_ids: list[int] = []
     nc_counts = None
     if c.negative_controls:
+        if "negative_controls" not in ctx.cache:
+            preflight(ctx)
         controls = ctx.cache["negative_controls"]
         ctx.input_files.append(ctx.path(c.negative_controls))
         nc_counts = cohorts.generate_negative_control_cohorts(ctx.db, controls)
