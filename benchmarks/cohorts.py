@@ -51,17 +51,19 @@ where greatest(start_date, date '2000-01-01') <= end_date;
 """
 
 WHERE_THE_TIME_GOES = """\
-Where the time goes (profiled at N = 1 and N = 100): circepy's SqlRender translation is pure
-Python and cost 0.1–0.5 s per cohort at any N (1.7 of 2.2 s at N = 1); it is now cached by
-definition checksum, engine and names (the table shows cached runs; a first run adds it). At
-N ≥ 100 the database dominates, and in it Circe's primary-events statement (`qualified_events`:
-every celecoxib era joined to its observation period, ranked per person) is about half of a
-cohort's time (0.57 of 1.2 s of SQL for cohort 2 at N = 100); the inclusion-rule statistics
-(`best_events`, `inclusion_*`) most of the rest; staging, the atomic swap and the bookkeeping
-about 0.1 s per cohort. The hand-written SQL ranks the eras once for all four cohorts and
-computes no statistics. **The target of ≤ 2× the hand-written SQL at N = 400 is not met
-(14×).** What would close most of the gap: compute the primary events once for the cohorts of
-a set that share them (these four do), and skip the statistics when they are not asked for."""
+Where the time goes (profiled at N = 1, 100 and 400): circepy's SqlRender translation is pure
+Python and cost 0.1–0.5 s per cohort at any N (1.7 of 2.2 s at N = 1); it is cached by
+definition checksum, cohort id, engine and names (the table shows cached runs; a first run adds
+it). At N = 400, 93% of the time is in circe's own statements, each materializing a temp table
+of ~700k rows: the primary events (`qualified_events`, ~0.55 s), the inclusion-rule
+statistics (`best_events`, `inclusion_*`), included events, era collapse. Consecutive cohorts
+whose concept sets and primary events are identical (these four) now build them once on DuckDB
+(7.6 → 5.1 s at N = 400 on a busy machine). Staging, the atomic swap and the bookkeeping cost
+about 0.1 s per cohort; `SET preserve_insertion_order = false` changed nothing. The
+hand-written SQL ranks the eras once for all four cohorts and computes no statistics. **The
+target of ≤ 2× the hand-written SQL at N = 400 is not met.** Closing it likely needs set-level
+SQL (one pass for every cohort sharing an entry event, statistics optional), i.e. changes in
+circepy's query builder rather than around it."""
 
 CHILD = r"""
 import json, resource, sys, time

@@ -305,3 +305,23 @@ def test_typos_and_binary_files(tmp_path, content, message):
 def test_bad_catalogues(tmp_path, rows, message):
     with pytest.raises(CohortDefinitionError, match=message):
         cohorts.read_cohort_set(_catalogue(tmp_path, rows))
+
+
+def test_shared_entry_events_survive_a_failure_between(work_db, tmp_path):
+    # 1, 5 and 2 share their entry events (built once and reused on DuckDB); 5 fails after
+    # building them (its censoring criterion reads the dropped death table): 2 must rebuild
+    folder = tmp_path / "chain"
+    (folder / "cohorts").mkdir(parents=True)
+    for i in (1, 2):
+        shutil.copy(need(COHORTGENERATOR / "cohorts" / f"{i}.json"), folder / "cohorts")
+    spec = json.loads((folder / "cohorts" / "1.json").read_text())
+    spec["CensoringCriteria"] = [{"Death": {}}]
+    (folder / "cohorts" / "5.json").write_text(json.dumps(spec))
+    (folder / "Cohorts.csv").write_text("cohort_id,cohort_name\n1,a\n5,b\n2,c\n")
+    work_db.con.drop_table("death")
+    result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
+    assert [r.status for r in result.runs] == ["COMPLETE", "FAILED", "COMPLETE"]
+    counts = result.counts.set_index("cohort_id")["cohort_subjects"].to_dict()
+    assert (counts[1], counts[2]) == (1800, 569)
+    stats = work_db.table("cohort_inc_result", "results").execute()
+    assert sorted(stats[stats["mode_id"] == 0]["person_count"]) == [569, 1231]

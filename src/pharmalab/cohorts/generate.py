@@ -14,6 +14,7 @@ period).
 from __future__ import annotations
 
 import datetime as _dt
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -109,17 +110,25 @@ def generate_cohorts(
             f"no observation_period table in the CDM of {db.url.redacted()}: load a CDM first")
     tables.ensure_tables(db)
     previous = _previous_generations(db)
+    todo = [d for d in cohort_set
+            if force or previous.get(d.cohort_id) != d.checksum]
+    plans = {d.cohort_id: _plan(db, d) for d in todo}
     result = GenerationResult()
+    alive = None  # primary events left in temp tables by the previous cohort, for this one
     for definition in cohort_set:
         start = _dt.datetime.now(_dt.UTC)
         t0 = time.perf_counter()
-        if not force and previous.get(definition.cohort_id) == definition.checksum:
+        if definition.cohort_id not in plans:
             status, error = "SKIPPED", None
         else:
+            plan = plans[definition.cohort_id]
+            following = todo[todo.index(definition) + 1:]
+            keep = bool(following) and plan.shares_with(plans[following[0].cohort_id])
             try:
-                _generate_one(db, definition)
+                alive = _generate_one(db, definition, plan, reuse=alive, keep=keep)
                 status, error = "COMPLETE", None
             except Exception as exc:  # one failing cohort must not stop the set
+                alive = None
                 status, error = "FAILED", f"{type(exc).__name__}: {_first_line(exc)}"
         run = CohortRun(definition.cohort_id, definition.cohort_name, status,
                         definition.checksum, start, _dt.datetime.now(_dt.UTC),
@@ -133,42 +142,108 @@ def generate_cohorts(
     return result
 
 
-def _generate_one(db: Database, definition: CohortDefinition) -> None:
+# Circe's first statements build the concept sets and the primary (entry) events of a cohort
+# in temp tables; nothing after them changes those tables. Cohorts of a set often share them
+# (a base cohort and its restrictions): on DuckDB, where temp tables live as long as the
+# connection, consecutive cohorts with identical first statements build them once.
+_SHARED_TEMPS = ("codesets", "qualified_events")
+
+
+@dataclass
+class _Plan:
+    """One cohort's statements, staging names, and its shareable first statements."""
+
+    session: str
+    stage: dict[str, str]
+    sql: object = None
+    error: Exception | None = None
+    prefix: tuple[str, ...] = ()
+
+    def shares_with(self, other: _Plan) -> bool:
+        return bool(self.prefix) and self.prefix == other.prefix
+
+
+def _plan(db: Database, definition: CohortDefinition) -> _Plan:
     session = new_session_id()
     stage = {name: f"_pl_{session}_{name}" for name in
              ("cohort", *tables.CIRCE_STATS_TABLES.values())}
-    for final, staged in stage.items():
-        tables.create_stage(db, staged, final)
-    temp_schema = None
+    plan = _Plan(session, stage)
+    try:
+        plan.sql = cohort_sql(
+            definition,
+            engine=db.url.kind,
+            cdm_schema=db.schema("cdm") or db.con.current_database,
+            vocab_schema=db.schema("vocab") or db.con.current_database,
+            results_schema=tables.results_schema(db),
+            cohort_table=stage["cohort"],
+            stats_tables={c: stage[ours] for c, ours in tables.CIRCE_STATS_TABLES.items()},
+            session_id=session,
+            temp_schema=SCRATCH_SCHEMA if db.url.kind == "pyspark" else None,
+        )
+    except Exception as exc:  # reported when the cohort's turn comes
+        plan.error = exc
+        return plan
+    if db.url.kind == "duckdb":
+        plan.prefix = _shareable_prefix(plan.sql.statements)
+    return plan
+
+
+def _shareable_prefix(statements) -> tuple[str, ...]:
+    for i, statement in enumerate(statements):
+        if re.match(r"\s*create\s+temp\s+table\s+qualified_events\b", statement, re.I):
+            end = i + 1
+            if end < len(statements) and re.match(r"\s*analyze\s+qualified_events\b",
+                                                  statements[end], re.I):
+                end += 1
+            prefix = tuple(statements[:end])
+            # only temp tables may be written before: nothing of the results schema
+            writes = [s for s in prefix if re.match(r"\s*(insert|create)", s, re.I)]
+            if all(any(t in s.lower()[:60] for t in _SHARED_TEMPS) for s in writes):
+                return prefix
+            return ()
+    return ()
+
+
+def _is_shared_cleanup(statement: str) -> bool:
+    # SqlRender writes TRUNCATE as DELETE FROM on DuckDB
+    match = re.match(r"\s*(?:truncate\s+table|drop\s+table|delete\s+from)\s+"
+                     r"(?:if\s+exists\s+)?(\w+)\s*;?\s*$", statement, re.I)
+    return bool(match) and match.group(1).lower() in _SHARED_TEMPS
+
+
+def _generate_one(db: Database, definition: CohortDefinition, plan: _Plan, *,
+                  reuse: tuple | None, keep: bool) -> tuple | None:
+    """Run one cohort; return the first statements whose temp tables are kept alive."""
+    if plan.error is not None:
+        raise plan.error
+    statements = list(plan.sql.statements)
+    if reuse is not None and reuse == plan.prefix:
+        statements = statements[len(plan.prefix):]
+    if keep:
+        statements = [s for s in statements if not _is_shared_cleanup(s)]
     if db.url.kind == "pyspark":
         db.con.create_database(SCRATCH_SCHEMA, force=True)
-        temp_schema = SCRATCH_SCHEMA
-    built = cohort_sql(
-        definition,
-        engine=db.url.kind,
-        cdm_schema=db.schema("cdm") or db.con.current_database,
-        vocab_schema=db.schema("vocab") or db.con.current_database,
-        results_schema=tables.results_schema(db),
-        cohort_table=stage["cohort"],
-        stats_tables={circe: stage[ours] for circe, ours in tables.CIRCE_STATS_TABLES.items()},
-        session_id=session,
-        temp_schema=temp_schema,
-    )
+    succeeded = False
     try:
-        for statement in built.statements:
+        for final, staged in plan.stage.items():
+            tables.create_stage(db, staged, final)
+        for statement in statements:
             db.con.raw_sql(statement)
-        for final, staged in stage.items():
+        for final, staged in plan.stage.items():
             tables.replace_rows(db, final, [definition.cohort_id], staged)
         rules = pd.DataFrame(
             [(definition.cohort_id, seq, name, desc)
              for seq, name, desc in definition.inclusion_rules],
             columns=list(tables.COHORT_TABLES["cohort_inclusion"]))
         tables.insert_frame(db, "cohort_inclusion", rules, [definition.cohort_id])
+        succeeded = True
     finally:
-        for staged in stage.values():
+        for staged in plan.stage.values():
             tables.drop_quietly(db, staged)
-        for temp in built.temp_tables:
-            _drop_temp(db, temp)
+        for temp in plan.sql.temp_tables:
+            if not (succeeded and keep and temp.lower() in _SHARED_TEMPS):
+                _drop_temp(db, temp)
+    return plan.prefix if keep else None
 
 
 def _drop_temp(db: Database, name: str) -> None:
