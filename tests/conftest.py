@@ -116,3 +116,25 @@ def pytest_configure(config):
     import tempfile
 
     os.environ["PHARMALAB_CACHE"] = tempfile.mkdtemp(prefix="pharmalab-cache-")
+
+
+@pytest.fixture(scope="session")
+def spark_gibleed_cohorts(spark_gibleed, gibleed_cohorts):
+    """GiBleed on Spark with the DuckDB-generated ``cohort`` rows copied into the Spark schema
+    ``gibleed_char``: a Database whose results schema holds that ``cohort`` table.
+
+    Characterization tests compare their Spark output with DuckDB's on the same cohort rows
+    (generating the cohorts on Spark is tested, and takes minutes, in test_spark.py).
+    """
+    import dataclasses
+
+    import ibis
+
+    db = dataclasses.replace(spark_gibleed[0], results_schema="gibleed_char")
+    db.ensure_schema("results")
+    rows = gibleed_cohorts.table("cohort", "results").to_pandas()
+    schema = ibis.schema({"cohort_definition_id": "int64", "subject_id": "int64",
+                          "cohort_start_date": "date", "cohort_end_date": "date"})
+    db.con.create_table("cohort", ibis.memtable(rows, schema=schema),
+                        database="gibleed_char", overwrite=True)
+    return db
