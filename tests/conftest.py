@@ -138,3 +138,20 @@ def spark_gibleed_cohorts(spark_gibleed, gibleed_cohorts):
     db.con.create_table("cohort", ibis.memtable(rows, schema=schema),
                         database="gibleed_char", overwrite=True)
     return db
+
+
+@pytest.fixture(scope="session")
+def gibleed_demo_cohorts(tmp_path_factory, gibleed_csv_db):
+    """A copy of GiBleed (DuckDB) with the demo study's cohort set generated into ``results``:
+    1–4 CohortGenerator's, 5 GI bleed, 6 diclofenac and 7 celecoxib new users (exposure eras).
+    Yields the Database."""
+    from pharmalab import cohorts
+    from pharmalab.engine import database
+
+    path = tmp_path_factory.mktemp("gibleed_demo") / "cdm.duckdb"
+    shutil.copy(gibleed_csv_db[0], path)
+    db = database(f"duckdb://{path}?results_schema=results")
+    folder = ROOT / "src" / "pharmalab" / "study" / "demo" / "cohorts"
+    cohorts.generate_cohorts(db, cohorts.read_cohort_set(folder))
+    yield db
+    db.con.disconnect()

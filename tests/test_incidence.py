@@ -11,8 +11,8 @@ import ibis
 import pandas as pd
 import pytest
 
+from conftest import DATA, need
 from pharmalab.characterize import (
-    IncidenceDesign,
     Strata,
     TimeAtRisk,
     incidence_rates,
@@ -22,7 +22,6 @@ from pharmalab.characterize import (
 from pharmalab.characterize.incidence import poisson_exact_limits
 from pharmalab.engine import database
 from pharmalab.errors import PharmalabInputError
-from conftest import DATA, need
 
 CASES = DATA / "cases" / "cohortincidence"
 SCENARIOS = sorted(p.name[: -len("Test.json")] for p in CASES.glob("*Test.json"))
@@ -94,3 +93,181 @@ def test_garwood_limits_match_published_values():
     lower, upper = poisson_exact_limits([0, 1, 5, 10])
     assert lower == pytest.approx([0.0, 0.0253, 1.6235, 4.7954], abs=1e-4)
     assert upper == pytest.approx([3.6889, 5.5716, 11.6683, 18.3904], abs=1e-4)
+
+
+# --- GiBleed: against an independent computation, person by person ----------------------
+
+
+def _merge(periods):
+    """Merge overlapping [start, end] date intervals (inclusive)."""
+    merged = []
+    for start, end in sorted(periods):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return merged
+
+
+def slow_incidence(cohort: pd.DataFrame, op: pd.DataFrame, person: pd.DataFrame,
+                   target: int, outcome: int, clean_window: int):
+    """Incidence by the CohortIncidence method documentation, one person at a time, with
+    plain Python dates: TAR = cohort start → cohort end cut at observation end; after each
+    outcome, days start+1 … end+clean_window are not at risk and outcomes there do not
+    count. Returns totals and per-gender totals."""
+    births = dict(zip(person.person_id, person.gender_concept_id, strict=True))
+    outcomes = {}
+    for row in cohort[cohort.cohort_definition_id == outcome].itertuples():
+        outcomes.setdefault(row.subject_id, []).append((row.cohort_start_date,
+                                                        row.cohort_end_date))
+    periods = {}
+    for row in op.itertuples():
+        periods.setdefault(row.person_id, []).append((row.observation_period_start_date,
+                                                      row.observation_period_end_date))
+    totals = {}
+    for row in cohort[cohort.cohort_definition_id == target].itertuples():
+        if row.subject_id not in births:
+            continue
+        inside = [p for p in periods.get(row.subject_id, [])
+                  if p[0] <= row.cohort_start_date <= p[1]]
+        if not inside:
+            continue
+        start, end = row.cohort_start_date, min(row.cohort_end_date, inside[0][1])
+        if start > end:
+            continue
+        excluded = _merge([(o_start + timedelta(days=1), o_end + timedelta(days=clean_window))
+                           for o_start, o_end in outcomes.get(row.subject_id, [])
+                           if o_end + timedelta(days=clean_window) >= o_start
+                           + timedelta(days=1)])
+        lost = sum(max(0, (min(e, end) - max(s, start)).days + 1) for s, e in excluded)
+        cases_pe = [o for o, _ in outcomes.get(row.subject_id, []) if start <= o <= end]
+        cases = [o for o in cases_pe if not any(s <= o <= e for s, e in excluded)]
+        days = (end - start).days + 1 - lost
+        for key in ("all", births[row.subject_id]):
+            t = totals.setdefault(key, dict(persons_at_risk_pe=0, persons_at_risk=0,
+                                            person_days_pe=0, person_days=0,
+                                            person_outcomes_pe=0, person_outcomes=0,
+                                            outcomes_pe=0, outcomes=0))
+            t["persons_at_risk_pe"] += 1
+            t["persons_at_risk"] += days > 0
+            t["person_days_pe"] += (end - start).days + 1
+            t["person_days"] += days
+            t["person_outcomes_pe"] += bool(cases_pe)
+            t["person_outcomes"] += bool(cases)
+            t["outcomes_pe"] += len(cases_pe)
+            t["outcomes"] += len(cases)
+    return totals
+
+
+@pytest.mark.parametrize("clean_window", [0, 30, 9999])
+def test_gibleed_gi_bleed_in_celecoxib_users_equals_a_person_by_person_count(
+        gibleed_demo_cohorts, clean_window):
+    db = gibleed_demo_cohorts
+    # celecoxib users (CohortGenerator cohort 1: one entry per person, so no era merging)
+    design = simple_design([1], [5], [TimeAtRisk(1, "start", 0, "end", 0)],
+                           clean_window=clean_window, strata=Strata(by_gender=True))
+    got = incidence_rates(db, design, min_cell_count=1).summary
+
+    cohort = db.table("cohort", "results").to_pandas()
+    op = db.table("observation_period").to_pandas()
+    person = db.table("person").select("person_id", "gender_concept_id").to_pandas()
+    expected = slow_incidence(cohort, op, person, target=1, outcome=5,
+                              clean_window=clean_window)
+    for key, totals in expected.items():
+        row = (got[got.gender_id.isna()] if key == "all" else got[got.gender_id == key]).iloc[0]
+        for field, value in totals.items():
+            assert row[field] == value, (key, field)
+        years = totals["person_days"] / 365.25
+        assert row.incidence_rate_p1000py == pytest.approx(1000 * totals["outcomes"] / years)
+    overall = expected["all"]
+    assert overall["persons_at_risk_pe"] == 1800
+    assert overall["outcomes_pe"] > 0
+
+
+def test_demo_exposure_cohorts_incidence(gibleed_demo_cohorts):
+    # GI bleed during celecoxib (7) and diclofenac (6) exposure eras, and the rate's exact limits
+    design = simple_design([7, 6], [5], [TimeAtRisk(1, "start", 0, "end", 0)])
+    got = incidence_rates(gibleed_demo_cohorts, design).summary.set_index(
+        "target_cohort_definition_id")
+    assert got.loc[7, "persons_at_risk"] == 1800
+    assert got.loc[6, "persons_at_risk"] == 830
+    for target in (6, 7):
+        row = got.loc[target]
+        assert row.incidence_rate_p1000py_lower_95 < row.incidence_rate_p1000py \
+            < row.incidence_rate_p1000py_upper_95
+
+
+# --- suppression, errors, Spark ---------------------------------------------------------
+
+
+def test_a_stratum_of_three_persons_is_suppressed_with_its_flag():
+    db = load_prep(CASES / "strataByGender_PREP.json")
+    design = read_design(CASES / "strataByGenderTest.json")
+    # three persons of gender 8507: add two more to the scenario's one
+    extra = pd.DataFrame({"person_id": [3, 4], "gender_concept_id": [8507, 8507],
+                          "year_of_birth": [1970, 1971], "race_concept_id": [0, 0],
+                          "ethnicity_concept_id": [0, 0]})
+    db.con.insert("person", extra, database="cdm")
+    db.con.insert("observation_period", pd.DataFrame({
+        "observation_period_id": [3, 4], "person_id": [3, 4],
+        "observation_period_start_date": [date(2000, 1, 1)] * 2,
+        "observation_period_end_date": [date(2010, 1, 1)] * 2,
+        "period_type_concept_id": [0, 0]}), database="cdm")
+    db.con.insert("cohort", pd.DataFrame({
+        "cohort_definition_id": [100, 100], "subject_id": [3, 4],
+        "cohort_start_date": [date(2004, 1, 1)] * 2,
+        "cohort_end_date": [date(2004, 1, 1)] * 2}), database=db.results_schema)
+    summary = incidence_rates(db, design, min_cell_count=5).summary
+    male = summary[summary.gender_id == 8507].iloc[0]
+    assert pd.isna(male.persons_at_risk) and male.persons_at_risk_suppressed
+    assert pd.isna(male.incidence_rate_p100py) and pd.isna(male.incidence_proportion_p100p)
+    overall = summary[summary.gender_id.isna()].iloc[0]
+    assert pd.isna(overall.persons_at_risk) and overall.persons_at_risk_suppressed  # 4 persons
+    female = summary[summary.gender_id == 8532].iloc[0]
+    assert female.person_days == 150 and not female.person_days_pe_suppressed \
+        if "person_days_pe_suppressed" in summary else female.person_days == 150
+    shown = incidence_rates(db, design, min_cell_count=1).summary
+    assert shown[shown.gender_id == 8507].iloc[0].persons_at_risk == 3
+
+
+def test_bad_designs_are_named():
+    with pytest.raises(PharmalabInputError, match="analysisList entry 1 names outcomes"):
+        read_design({"targetDefs": [{"id": 1}], "outcomeDefs": [{"id": 1, "cohortId": 2}],
+                     "timeAtRiskDefs": [{"id": 1, "start": {"dateField": "start"},
+                                         "end": {"dateField": "end"}}],
+                     "analysisList": [{"targets": [1], "outcomes": [9], "tars": [1]}]})
+    with pytest.raises(PharmalabInputError, match="dateField must be 'start' or 'end'"):
+        read_design({"targetDefs": [{"id": 1}], "outcomeDefs": [{"id": 1, "cohortId": 2}],
+                     "timeAtRiskDefs": [{"id": 1, "start": {"dateField": "index"},
+                                         "end": {"dateField": "end"}}],
+                     "analysisList": [{"targets": [1], "outcomes": [1], "tars": [1]}]})
+    with pytest.raises(PharmalabInputError, match="cleanWindow"):
+        read_design({"targetDefs": [{"id": 1}],
+                     "outcomeDefs": [{"id": 1, "cohortId": 2, "cleanWindow": "30"}],
+                     "timeAtRiskDefs": [{"id": 1, "start": {}, "end": {}}],
+                     "analysisList": [{"targets": [1], "outcomes": [1], "tars": [1]}]})
+    with pytest.raises(PharmalabInputError, match="expected START:END"):
+        TimeAtRisk.parse("index:end")
+
+
+def test_a_target_cohort_without_rows_is_an_error(gibleed_demo_cohorts):
+    design = simple_design([424242], [5], [TimeAtRisk()])
+    with pytest.raises(PharmalabInputError, match=r"target cohorts \[424242\] have no rows"):
+        incidence_rates(gibleed_demo_cohorts, design)
+
+
+@pytest.mark.spark
+def test_incidence_on_spark_equals_duckdb(spark_gibleed_cohorts, gibleed_cohorts):
+    # GiBleed: celecoxib cohorts 1 and 4, a negative-control outcome, two windows, strata
+    outcome = int(gibleed_cohorts.table("cohort", "results")
+                  .filter(lambda t: t.cohort_definition_id > 1000)
+                  .cohort_definition_id.min().to_pandas())
+    design = simple_design([1, 4], [outcome],
+                           [TimeAtRisk(1, "start", 0, "end", 0),
+                            TimeAtRisk(2, "start", 1, "start", 365)],
+                           clean_window=30,
+                           strata=Strata(by_age=True, by_gender=True, by_year=True))
+    on_duckdb = incidence_rates(gibleed_cohorts, design, min_cell_count=1).summary
+    on_spark = incidence_rates(spark_gibleed_cohorts, design, min_cell_count=1).summary
+    assert len(on_duckdb) > 20
+    pd.testing.assert_frame_equal(on_spark, on_duckdb, check_dtype=False)

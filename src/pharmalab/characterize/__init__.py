@@ -13,8 +13,22 @@ from pharmalab.characterize.design import (
     simple_design,
 )
 from pharmalab.characterize.incidence import IncidenceResult, incidence_rates
+from pharmalab.characterize.survival import (
+    LogRankResult,
+    SurvivalResult,
+    event_table,
+    kaplan_meier,
+    log_rank,
+    median_survival,
+    survival,
+    survival_at,
+    survival_figure,
+    time_to_event,
+)
 from pharmalab.characterize.time_at_risk import TimeAtRisk, at_risk_periods
 
-__all__ = ["Analysis", "IncidenceDesign", "IncidenceResult", "OutcomeDef", "Strata",
-           "SubgroupDef", "TargetDef", "TimeAtRisk", "at_risk_periods", "incidence_rates",
-           "read_design", "simple_design"]
+__all__ = ["Analysis", "IncidenceDesign", "IncidenceResult", "LogRankResult", "OutcomeDef",
+           "Strata", "SubgroupDef", "SurvivalResult", "TargetDef", "TimeAtRisk",
+           "at_risk_periods", "event_table", "incidence_rates", "kaplan_meier", "log_rank",
+           "median_survival", "read_design", "simple_design", "survival", "survival_at",
+           "survival_figure", "time_to_event"]

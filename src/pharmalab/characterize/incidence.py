@@ -170,11 +170,9 @@ def _analysis_summary(db: Database, cohorts: ir.Table, design: IncidenceDesign,
                       analysis: Analysis, number: int) -> pd.DataFrame:
     eras = _at_risk_eras(db, cohorts, design, analysis)
     excluded = _excluded_periods(cohorts, design, analysis)
-    raw = _incidence_raw(db, cohorts, design, analysis, eras, excluded)
-    frames = [_aggregate(raw, strata_columns, design.strata)
-              for strata_columns in _strata_combinations(design.strata)]
-    counts = pd.concat([f for f in frames if len(f)], ignore_index=True) if any(
-        len(f) for f in frames) else frames[0]
+    # Materialize the per-era rows once: every strata combination reads them.
+    with _incidence_raw(db, cohorts, design, analysis, eras, excluded).cache() as raw:
+        counts = _aggregate_all(raw, design.strata)
     grid = _analysis_grid(design, analysis)
     # Every T × TAR × subgroup × outcome has an overall row, even with nobody at risk.
     overall = counts[counts[STRATA_COLUMNS].isna().all(axis=1)]
@@ -258,8 +256,6 @@ def _excluded_periods(cohorts: ir.Table, design: IncidenceDesign,
 def _incidence_raw(db: Database, cohorts: ir.Table, design: IncidenceDesign,
                    analysis: Analysis, eras: ir.Table, excluded: ir.Table) -> ir.Table:
     """Step 3: one row per era × outcome with days at risk and outcome counts."""
-    outcome_ids = ibis.memtable(
-        pd.DataFrame({"outcome_id": list(analysis.outcomes)}, dtype="int64"))
     # excluded time inside each era, in days
     cut = eras.join(excluded, (eras.subject_id == excluded.subject_id)
                     & (excluded.start_date <= eras.end_date)
@@ -289,7 +285,10 @@ def _incidence_raw(db: Database, cohorts: ir.Table, design: IncidenceDesign,
         outcomes_pe=flagged.count(),
         outcomes=flagged._excluded.isnull().cast("int64").sum())
     # every era × outcome of the analysis
-    grid = eras.cross_join(outcome_ids)
+    # (a union of literals, not a memtable: Spark loses memtables inside cached tables)
+    per_outcome = [eras.mutate(outcome_id=ibis.literal(o, "int64")) for o in analysis.outcomes]
+    grid = per_outcome[0] if len(per_outcome) == 1 else ibis.union(*per_outcome,
+                                                                    distinct=False)
     grid = grid.mutate(pe_days=days_between(grid.start_date, grid.end_date) + 1)
     with_days = grid.left_join(excluded_days,
                                [grid[k] == excluded_days[k] for k in [*_ERA_KEYS, "outcome_id"]])
@@ -354,8 +353,18 @@ def _age_group_rows(raw: ir.Table, groups: list[AgeGroup]) -> ir.Table:
     return raw.mutate(age_group_id=ibis.cases(*cases).cast("int64"))
 
 
-def _aggregate(raw: ir.Table, columns: tuple[str, ...], strata: Strata) -> pd.DataFrame:
-    """Step 4: sums for one strata combination (brought back: one row per stratum)."""
+def _aggregate_all(raw: ir.Table, strata: Strata) -> pd.DataFrame:
+    """Step 4: sums for every strata combination, in one query (one row per stratum)."""
+    parts = [_aggregate(raw, columns, strata) for columns in _strata_combinations(strata)]
+    union = parts[0] if len(parts) == 1 else ibis.union(*parts, distinct=False)
+    frame = union.to_pandas()
+    for column in STRATA_COLUMNS:
+        frame[column] = frame[column].astype("Int64")
+    return frame
+
+
+def _aggregate(raw: ir.Table, columns: tuple[str, ...], strata: Strata) -> ir.Table:
+    """The sums for one strata combination; strata not in ``columns`` are null."""
     if "age_group_id" in columns:
         sets = [_age_group_rows(raw, groups) for groups in strata.break_sets()]
         source = sets[0] if len(sets) == 1 else ibis.union(*sets, distinct=False)
@@ -372,12 +381,12 @@ def _aggregate(raw: ir.Table, columns: tuple[str, ...], strata: Strata) -> pd.Da
         outcomes_pe=source.outcomes_pe.sum(),
         outcomes=source.outcomes.sum(),
     )
-    frame = aggregated.to_pandas()
-    for column in STRATA_COLUMNS:
-        if column not in frame.columns:
-            frame[column] = pd.NA
-        frame[column] = frame[column].astype("Int64")
-    return frame
+    null = ibis.null("int64")
+    return aggregated.select(
+        "target_cohort_definition_id", "tar_id", "subgroup_id", "outcome_id",
+        *[(aggregated[c].cast("int64") if c in columns else null).name(c)
+          for c in STRATA_COLUMNS],
+        *COUNT_COLUMNS)
 
 
 def _analysis_grid(design: IncidenceDesign, analysis: Analysis) -> pd.DataFrame:

@@ -157,14 +157,14 @@ def at_risk_periods(
         & (cohort.cohort_start_date <= op.observation_period_end_date),
     )
     periods = []
-    for tar in tars:
-        op_end = joined.observation_period_end_date
+    op_end = joined.observation_period_end_date
 
-        def anchored(anchor: Anchor, offset: int):
-            base = joined.cohort_start_date if anchor == "start" else joined.cohort_end_date
-            moved = base + ibis.interval(days=offset) if offset else base
-            moved = moved.cast("date")
-            return ibis.cases((moved < op_end, moved), else_=op_end)
+    def anchored(anchor: Anchor, offset: int):
+        base = joined.cohort_start_date if anchor == "start" else joined.cohort_end_date
+        moved = (base + ibis.interval(days=offset) if offset else base).cast("date")
+        return ibis.cases((moved < op_end, moved), else_=op_end)
+
+    for tar in tars:
 
         periods.append(joined.select(
             cohort_definition_id=joined.cohort_definition_id.cast("int64"),
