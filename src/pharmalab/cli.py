@@ -265,6 +265,156 @@ def cohorts_counts(
     out_console.print(table)
 
 
+def _char_db(cdm: str, cdm_schema, vocab_schema, results_schema):
+    from pharmalab.engine import database
+
+    return database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema,
+                    results_schema=results_schema, create=False)
+
+
+@app.command()
+def characterize(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    target_id: Annotated[int, typer.Option("--target-id", help="Target cohort id.")],
+    comparator_id: Annotated[int | None, typer.Option(
+        "--comparator-id", help="Comparator cohort id: adds table_one.csv with SMDs.")] = None,
+    condition_table: Annotated[str, typer.Option(
+        "--condition-table", help="condition_era or condition_occurrence.")] = "condition_era",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Baseline characteristics (FeatureExtraction-style) of a cohort; Table 1 with SMDs
+    against a comparator. Writes baseline_characteristics.csv [and table_one.csv]."""
+    from pharmalab import characterize as char
+    from pharmalab.atomic import write_csv
+    from pharmalab.characterize import outputs
+
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    ids = [target_id] + ([comparator_id] if comparator_id is not None else [])
+    baseline = char.baseline_characteristics(db, ids, condition_table=condition_table,
+                                             min_cell_count=min_cell_count)
+    written = [write_csv(out / outputs.BASELINE_FILE, baseline)]
+    shown = char.table_one_summary(baseline)
+    if comparator_id is not None:
+        one = char.table_one(db, target_id, comparator_id, condition_table=condition_table,
+                             min_cell_count=min_cell_count)
+        written.append(write_csv(out / outputs.TABLE_ONE_FILE, one))
+        shown = char.table_one_summary(one)
+    _print_frame(shown, "Table 1" if comparator_id is not None else "Baseline characteristics")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def incidence(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    design: Annotated[Path | None, typer.Option(
+        "--design", help="A CohortIncidence design (JSON); replaces the options below.")] = None,
+    target_id: Annotated[list[int] | None, typer.Option(
+        "--target-id", help="Target cohort id (repeatable).")] = None,
+    outcome_id: Annotated[list[int] | None, typer.Option(
+        "--outcome-id", help="Outcome cohort id (repeatable).")] = None,
+    tar: Annotated[list[str] | None, typer.Option(
+        "--tar", help="Time at risk START:END, e.g. start+0:end+0 (repeatable).")] = None,
+    clean_window: Annotated[int, typer.Option(
+        "--clean-window", min=0, help="Days after an outcome not at risk.")] = 0,
+    by_age: Annotated[bool, typer.Option("--by-age", help="Strata by age group.")] = False,
+    by_gender: Annotated[bool, typer.Option("--by-gender", help="Strata by gender.")] = False,
+    by_year: Annotated[bool, typer.Option("--by-year", help="Strata by start year.")] = False,
+    age_breaks: Annotated[str | None, typer.Option(
+        "--age-breaks", help="Age group breaks, e.g. 18,35,65.")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Incidence proportions and rates with OHDSI CohortIncidence semantics; writes
+    incidence_summary.csv."""
+    from pharmalab import characterize as char
+    from pharmalab.characterize import outputs
+
+    if design is not None:
+        if target_id or outcome_id or tar:
+            raise PharmalabInputError("give either --design or --target-id/--outcome-id/--tar")
+        the_design = char.read_design(design)
+    else:
+        if not target_id or not outcome_id:
+            raise PharmalabInputError("give --design, or --target-id and --outcome-id")
+        tars = [char.TimeAtRisk.parse(t, id=i) for i, t in enumerate(tar or ["start+0:end+0"],
+                                                                      start=1)]
+        strata = char.Strata(by_age=by_age, by_gender=by_gender, by_year=by_year,
+                             **({"age_breaks": _int_list(age_breaks, "--age-breaks")}
+                                if age_breaks else {}))
+        the_design = char.simple_design(target_id, outcome_id, tars, clean_window=clean_window,
+                                        strata=strata)
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    result = char.incidence_rates(db, the_design, min_cell_count=min_cell_count)
+    written = outputs.write_incidence(result, out)
+    _print_frame(outputs.incidence_overview(result.summary), "Incidence (all persons)")
+    if result.empty_cohorts:
+        console.print(f"warning: cohorts {result.empty_cohorts} have no rows (zero outcomes)")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+@app.command()
+def survival(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    target_id: Annotated[int, typer.Option("--target-id", help="Target cohort id.")],
+    outcome_id: Annotated[int, typer.Option("--outcome-id", help="Outcome cohort id.")],
+    comparator_id: Annotated[int | None, typer.Option(
+        "--comparator-id", help="Second cohort: curves side by side and a log-rank test.")
+    ] = None,
+    tar: Annotated[str, typer.Option(
+        "--tar", help="Time at risk START:END, e.g. start+0:end+0.")] = "start+0:end+0",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Kaplan–Meier from cohort entry to the first outcome (censored at the end of the time
+    at risk or death); log-rank test for two cohorts. Writes km_survival.csv and
+    survival_summary.json."""
+    from pharmalab import characterize as char
+    from pharmalab.characterize import outputs
+
+    window = char.TimeAtRisk.parse(tar)
+    ids = [target_id] + ([comparator_id] if comparator_id is not None else [])
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    result = char.survival(db, ids, outcome_id, window, min_cell_count=min_cell_count)
+    written = outputs.write_survival(result, out)
+    for cohort_id, median in result.medians.items():
+        out_console.print(f"cohort {cohort_id}: median days to outcome "
+                          f"{'not reached' if median is None else median}")
+    if result.log_rank is not None:
+        out_console.print(f"log-rank chi² = {result.log_rank.chi2:.3f} (1 df), "
+                          f"p = {result.log_rank.p_value:.3g}")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+def _int_list(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise PharmalabInputError(f"{option}: expected whole numbers separated by commas, "
+                                  f"got {text!r}") from None
+
+
+def _print_frame(frame, title: str, max_rows: int = 40) -> None:
+    frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_suppressed")])
+    table = Table(title=title)
+    for column in frame.columns:
+        table.add_column(str(column))
+    for row in frame.head(max_rows).itertuples(index=False):
+        table.add_row(*(_fmt(round(v, 3) if isinstance(v, float) else v) for v in row))
+    out_console.print(table)
+    if len(frame) > max_rows:
+        out_console.print(f"… {len(frame) - max_rows} more rows in the file")
+
+
 def _fmt(value) -> str:
     import pandas as pd
 

