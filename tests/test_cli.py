@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +92,37 @@ def test_failed_study_step_exits_1(tmp_path):
     assert proc.returncode == 1
     assert (tmp_path / "out" / "manifest.json").exists()
     assert "failed" in proc.stdout
+
+
+def test_characterization_commands_on_the_demo_cohorts(gibleed_demo_cohorts, tmp_path):
+    # a copy, so the child process can open it while the session's connection stays open
+    gibleed_demo_cohorts.con.raw_sql("CHECKPOINT")
+    path = tmp_path / "cdm.duckdb"
+    shutil.copy(gibleed_demo_cohorts.url.target, path)
+    url = f"duckdb://{path}?results_schema=results"
+    inc = _run("incidence", "--cdm", url, "--target-id", 7, "--target-id", 6,
+               "--outcome-id", 5, "--tar", "start+0:end+0", "--by-gender", "--out", tmp_path)
+    assert inc.returncode == 0, inc.stderr
+    summary = pd.read_csv(tmp_path / "incidence_summary.csv")
+    overall = summary[summary.gender_id.isna()].set_index("target_cohort_definition_id")
+    assert overall.loc[7, "persons_at_risk"] == 1800 and overall.loc[7, "outcomes"] == 113
+    assert overall.loc[6, "persons_at_risk"] == 830 and overall.loc[6, "outcomes"] == 46
+    km = _run("survival", "--cdm", url, "--target-id", 7, "--comparator-id", 6,
+              "--outcome-id", 5, "--tar", "start+1:start+365", "--out", tmp_path)
+    assert km.returncode == 0, km.stderr
+    assert "log-rank chi² = 8.199" in km.stdout
+    char = _run("characterize", "--cdm", url, "--target-id", 7, "--comparator-id", 6,
+                "--out", tmp_path)
+    assert char.returncode == 0, char.stderr
+    one = pd.read_csv(tmp_path / "table_one.csv").set_index("covariate_name")
+    assert one.loc["gender = FEMALE", ["target_count", "comparator_count"]].tolist() == [906, 435]
+    _assert_one_line_error(
+        _run("incidence", "--cdm", url, "--target-id", 7, "--outcome-id", 5, "--tar", "begin:end"),
+        "time at risk 'begin:end'")
+    _assert_one_line_error(
+        _run("incidence", "--cdm", url, "--target-id", 99, "--outcome-id", 5),
+        "target cohorts [99] have no rows")
+    design = tmp_path / "design.json"
+    design.write_text('{"targetDefs": [{"id": 7}]}')
+    _assert_one_line_error(_run("incidence", "--cdm", url, "--design", design),
+                           "design.json", "outcomeDefs must be a non-empty list")

@@ -49,6 +49,13 @@ def test_invalid_study_files(tmp_path, text, message):
         ('[study]\nname = "x"\nmin_cell_count = "7"\n', "key 'study.min_cell_count'"),
         ('[study]\nname = "x"\n[[sales.inputs]]\nsource = "s.csv"\n',
          "a CSV sales source needs ds_column"),
+        ('[study]\nname = "x"\n[incidence]\ntargets = [1]\n',
+         "give either design .* or targets and outcomes"),
+        ('[study]\nname = "x"\n[incidence]\ntargets = [1]\noutcomes = [2]\n'
+         'tars = ["start+0:finish"]\n', "time at risk 'start\\+0:finish'"),
+        ('[study]\nname = "x"\n[survival]\ntargets = [1, 2, 3]\noutcome = 4\n',
+         "key 'survival.targets'"),
+        ('[study]\nname = "x"\n[characterize]\ntarget = "7"\n', "key 'characterize.target'"),
     ],
 )
 def test_invalid_values_are_caught_before_running(tmp_path, text, message):
@@ -121,10 +128,22 @@ def test_demo_study_runs_end_to_end(tmp_path):
     manifest = json.loads(result.manifest.read_text())
     assert manifest["libraries"]["ibis-framework"].startswith("12.")
     assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
-        ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("sales", "ok")]
+        ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
+        ("incidence", "ok"), ("survival", "ok"), ("sales", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
-        1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479}
+        1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
+    # characterization of celecoxib (7) vs diclofenac (6) new users, GI bleed (5)
+    one = pd.read_csv(out / "characterize" / "table_one.csv").set_index("covariate_name")
+    assert one.loc["gender = MALE", ["target_count", "comparator_count"]].tolist() == [894, 395]
+    incidence = pd.read_csv(out / "characterize" / "incidence_summary.csv")
+    overall = incidence[incidence.age_group_id.isna() & incidence.gender_id.isna()]
+    assert overall.set_index(["target_cohort_definition_id", "tar_id"]).loc[
+        (7, 1), ["persons_at_risk", "outcomes"]].tolist() == [1800, 113]
+    km = pd.read_csv(out / "characterize" / "km_survival.csv")
+    assert set(km.cohort_definition_id) == {6, 7}
+    assert json.loads((out / "characterize" / "survival_summary.json").read_text())[
+        "log_rank"]["p_value"] < 0.05
     report = result.report.read_text()
     assert "63,323 distinct of 67,707" in report and "Plotly" in report
     assert "1,844 persons where Circe has 1,800" in report  # which semantics, said

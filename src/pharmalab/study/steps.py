@@ -15,8 +15,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from pharmalab import cdm, characterize, cohorts, sales
-from pharmalab.characterize import outputs as char_outputs
 from pharmalab.atomic import write_csv, write_text
+from pharmalab.characterize import outputs as char_outputs
 from pharmalab.engine import Database, database
 from pharmalab.errors import PharmalabError, StudyConfigError
 from pharmalab.privacy import suppress
