@@ -38,7 +38,7 @@ lock: $(BIN)/python
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cdm_load.py
-	cd benchmarks && ../$(BIN)/python characterize.py
+	$(BIN)/python benchmarks/characterize.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .pharmalab
