@@ -3,6 +3,7 @@ CohortIncidence semantics, and Kaplan–Meier survival — computed in the engin
 """
 
 from pharmalab.characterize.baseline import (
+    DEFAULT_WINDOWS,
     Window,
     baseline_characteristics,
     table_one,
@@ -37,5 +38,5 @@ __all__ = ["Analysis", "IncidenceDesign", "IncidenceResult", "LogRankResult", "O
            "Strata", "SubgroupDef", "SurvivalResult", "TargetDef", "TimeAtRisk",
            "at_risk_periods", "event_table", "incidence_rates", "kaplan_meier", "log_rank",
            "median_survival", "read_design", "simple_design", "survival", "survival_at",
-           "survival_figure", "time_to_event", "Window", "baseline_characteristics",
-           "table_one", "table_one_summary"]
+           "survival_figure", "time_to_event", "DEFAULT_WINDOWS", "Window",
+           "baseline_characteristics", "table_one", "table_one_summary"]

@@ -325,8 +325,9 @@ def table_one_summary(
     -------
     pandas.DataFrame
         ``frame``'s columns, rows in this order: age (mean, SD), age groups, gender, race,
-        ethnicity, index year, prior observation time, then the top condition groups and the
-        top drug groups, each by decreasing prevalence.
+        ethnicity, prior observation time, then the top condition groups and the top drug
+        groups, each by decreasing prevalence. Index years are left out, as in
+        FeatureExtraction's default Table 1 specification (they are in the full table).
 
     Raises
     ------
@@ -337,7 +338,7 @@ def table_one_summary(
         raise PharmalabInputError(f"top_n must be a whole number ≥ 0, got {top_n!r}")
     if term not in TERMS:
         raise PharmalabInputError(f"term {term!r}: expected one of {', '.join(TERMS)}")
-    order = [2, 3, 1, 4, 5, 6, 8]
+    order = [2, 3, 1, 4, 5, 8]
     demographics = frame[frame["analysis_id"].isin(order)].copy()
     demographics["_order"] = demographics["analysis_id"].map(order.index)
     parts = [demographics.sort_values(["_order", "covariate_id"]).drop(columns="_order")]

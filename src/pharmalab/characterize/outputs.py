@@ -99,3 +99,30 @@ def _stratum_label(row) -> str:
     if row.subgroup_id:
         parts.insert(0, str(row.subgroup_name))
     return ", ".join(parts) or "overall"
+
+
+def table_one_display(frame: pd.DataFrame) -> pd.DataFrame:
+    """A Table 1 for reading: ``covariate``, ``window``, one column per cohort holding
+    "count (percent)" for binary covariates or "mean (SD)" for continuous ones, and ``smd``
+    rounded to 3 decimals. Suppressed cells read "—". Takes :func:`table_one` output (or
+    one cohort's :func:`baseline_characteristics`)."""
+    sides = ["target", "comparator"] if "target_count" in frame.columns else [""]
+    out = pd.DataFrame({"covariate": frame.covariate_name, "window": frame.window.fillna("")})
+    for side in sides:
+        prefix = f"{side}_" if side else ""
+        out[side or "value"] = [
+            _cell(row[f"{prefix}count"], row[f"{prefix}proportion"], row[f"{prefix}mean"],
+                  row[f"{prefix}sd"]) for _, row in frame.iterrows()]
+    if "smd" in frame.columns:
+        out["smd"] = frame.smd.astype("float64").round(3)
+    return out.reset_index(drop=True)
+
+
+def _cell(count, proportion, mean, sd) -> str:
+    if pd.notna(mean):
+        return f"{mean:,.1f} ({sd:,.1f})" if pd.notna(sd) else f"{mean:,.1f}"
+    if pd.isna(count):
+        return "—"
+    if pd.notna(proportion):
+        return f"{int(count):,} ({100 * proportion:.1f}%)"
+    return f"{int(count):,}"

@@ -278,16 +278,21 @@ def _characterize(ctx: StepContext, tick: Tick) -> Section:
         one = characterize.table_one(ctx.db, c.target, c.comparator,
                                      condition_table=c.condition_table, min_cell_count=mcc)
         write_csv(ctx.output("characterize", char_outputs.TABLE_ONE_FILE), one)
-        shown = characterize.table_one_summary(one)
+        shown = char_outputs.table_one_display(characterize.table_one_summary(one))
         blocks.append(table(
-            _drop_flags(shown),
-            caption=(f"Table 1: {names.get(c.target, c.target)} (target) vs "
-                     f"{names.get(c.comparator, c.comparator)} (comparator); smd = "
-                     "standardized mean difference (table_one.csv has every covariate)")))
+            shown.rename(columns={"target": names.get(c.target, f"cohort {c.target}"),
+                                  "comparator": names.get(c.comparator,
+                                                          f"cohort {c.comparator}")}),
+            caption=(f"Table 1: {names.get(c.target, c.target)} (target, n = "
+                     f"{_n(one, 'target_n')}) vs {names.get(c.comparator, c.comparator)} "
+                     f"(comparator, n = {_n(one, 'comparator_n')}): count (%) or mean (SD); "
+                     "smd = standardized mean difference, target − comparator. "
+                     "table_one.csv has every covariate.")))
     else:
-        blocks.append(table(_drop_flags(characterize.table_one_summary(baseline)),
-                            caption=f"Baseline characteristics of {names.get(c.target, c.target)}"
-                            " (baseline_characteristics.csv has every covariate)"))
+        blocks.append(table(
+            char_outputs.table_one_display(characterize.table_one_summary(baseline)),
+            caption=f"Baseline characteristics of {names.get(c.target, c.target)}: count (%) "
+                    "or mean (SD) (baseline_characteristics.csv has every covariate)"))
     return Section("Baseline characteristics", blocks, note=(
         "FeatureExtraction-style covariates at the index date (cohort start): demographics, "
         "condition and drug groups (concept and its ancestors) in the windows any time prior, "
@@ -350,6 +355,11 @@ def _survival(ctx: StepContext, tick: Tick) -> Section:
                        "km_survival.csv has the numbers"),
     ], note="First entry per person; censored at the end of the time at risk (cut at "
             "observation end) or at death.")
+
+
+def _n(frame: pd.DataFrame, column: str) -> str:
+    value = frame[column].dropna()
+    return f"{int(value.iloc[0]):,}" if len(value) else "—"
 
 
 def _drop_flags(frame: pd.DataFrame) -> pd.DataFrame:
