@@ -85,11 +85,12 @@ def work_db(gibleed_csv_db, tmp_path):
 
 def test_demo_set_gi_bleed_and_incremental_runs(work_db, tmp_path):
     first = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(need(DEMO_SET)))
+    # 6 and 7: diclofenac and celecoxib new users (first exposure, 365 days prior observation)
     assert first.counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
-        1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479}
+        1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
     again = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(DEMO_SET))
-    assert [r.status for r in again.runs] == ["SKIPPED"] * 5
-    assert again.counts["cohort_subjects"].tolist() == [1800, 569, 266, 1750, 479]
+    assert [r.status for r in again.runs] == ["SKIPPED"] * 7
+    assert again.counts["cohort_subjects"].tolist() == [1800, 569, 266, 1750, 479, 830, 1800]
     # change one definition: only it regenerates
     changed = tmp_path / "set"
     shutil.copytree(DEMO_SET, changed)
@@ -97,10 +98,10 @@ def test_demo_set_gi_bleed_and_incremental_runs(work_db, tmp_path):
     spec["PrimaryCriteria"]["PrimaryCriteriaLimit"]["Type"] = "First"
     (changed / "cohorts" / "5.json").write_text(json.dumps(spec))
     third = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(changed))
-    assert [r.status for r in third.runs] == ["SKIPPED"] * 4 + ["COMPLETE"]
-    assert third.counts["cohort_subjects"].tolist()[-1] == 479
+    assert [r.status for r in third.runs] == ["SKIPPED"] * 4 + ["COMPLETE"] + ["SKIPPED"] * 2
+    assert third.counts.set_index("cohort_id")["cohort_subjects"][5] == 479
     forced = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(changed), force=True)
-    assert [r.status for r in forced.runs] == ["COMPLETE"] * 5
+    assert [r.status for r in forced.runs] == ["COMPLETE"] * 7
     generation = work_db.table("cohort_generation", "results").execute()
     assert set(generation["generation_status"]) == {"COMPLETE"}
     assert generation["checksum"].str.len().eq(64).all()
