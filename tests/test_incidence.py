@@ -223,11 +223,12 @@ def test_a_stratum_of_three_persons_is_suppressed_with_its_flag():
     assert pd.isna(male.incidence_rate_p100py) and pd.isna(male.incidence_proportion_p100p)
     overall = summary[summary.gender_id.isna()].iloc[0]
     assert pd.isna(overall.persons_at_risk) and overall.persons_at_risk_suppressed  # 4 persons
-    female = summary[summary.gender_id == 8532].iloc[0]
-    assert female.person_days == 150 and not female.person_days_pe_suppressed \
-        if "person_days_pe_suppressed" in summary else female.person_days == 150
+    # person-time of a hidden count is hidden too (a fixed 91-day window would give it back)
+    assert pd.isna(male.person_days) and pd.isna(male.person_days_pe)
+    assert pd.isna(male.person_years)
     shown = incidence_rates(db, design, min_cell_count=1).summary
     assert shown[shown.gender_id == 8507].iloc[0].persons_at_risk == 3
+    assert shown[shown.gender_id == 8532].iloc[0].person_days == 150
 
 
 def test_bad_designs_are_named():
@@ -271,3 +272,30 @@ def test_incidence_on_spark_equals_duckdb(spark_gibleed_cohorts, gibleed_cohorts
     on_spark = incidence_rates(spark_gibleed_cohorts, design, min_cell_count=1).summary
     assert len(on_duckdb) > 20
     pd.testing.assert_frame_equal(on_spark, on_duckdb, check_dtype=False)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda d: d["outcomeDefs"][0].update(cleanwindow=30), "unknown field 'cleanwindow'"),
+    (lambda d: d["timeAtRiskDefs"][0]["start"].update(ofset=1), "unknown field 'ofset'"),
+    (lambda d: d.update(studywindow={}), "unknown field 'studywindow'"),
+    (lambda d: d.update(studyWindow={"startDate": "2010-01-01", "endDate": "2000-01-01"}),
+     "studyWindow starts"),
+    (lambda d: d["timeAtRiskDefs"][0]["end"].update(offset=10**12), "beyond ±1,000,000 days"),
+    (lambda d: d["targetDefs"][0].update(id=10**20), r"outside 0 … 2\^63"),
+])
+def test_design_typos_and_impossible_values_are_refused(change, message):
+    # a typo must not silently change the numbers (CohortIncidence's own reader ignores them)
+    design = json.loads((CASES / "cleanWindowTest.json").read_text())
+    change(design)
+    if design["targetDefs"][0]["id"] != 100:
+        design["analysisList"][0]["targets"] = [design["targetDefs"][0]["id"]]
+    with pytest.raises(PharmalabInputError, match=message):
+        read_design(design)
+
+
+def test_windows_that_are_always_empty_are_refused():
+    with pytest.raises(PharmalabInputError, match="ends before it starts"):
+        TimeAtRisk.parse("start+1:start-5")
+    assert TimeAtRisk.parse("end-10:start").start_with == "end"  # may be empty for some only
+    with pytest.raises(PharmalabInputError, match="increasing whole ages"):
+        Strata(by_age=True, age_breaks=(45, 35))

@@ -170,3 +170,19 @@ unique_id = "H02"
     assert result.ok and result.out == folder / "results"
     series = pd.read_csv(folder / "results" / "sales" / "series.csv")
     assert len(series) == 204 and series["y"].iloc[0] == pytest.approx(0.429795)
+
+
+def test_a_rerun_removes_the_last_runs_files_of_a_step_before_it_runs(tmp_path):
+    # run 1 writes sales/series.csv; run 2's sales step fails: the old file must not stay
+    # beside the new manifest (it would look like this run's result)
+    good = tmp_path / "good.csv"
+    good.write_text("Month,Cost\n2000-01,1\n2000-02,2\n")
+    path = _write(tmp_path, f'[study]\nname = "x"\n[[sales.inputs]]\nsource = "{good}"\n'
+                            'ds_column = "Month"\ny_column = "Cost"\n')
+    first = run(path, tmp_path / "out")
+    assert first.ok and (tmp_path / "out" / "sales" / "series.csv").exists()
+    good.write_text("Month,Cost\n2000-01,x\n")
+    second = run(path, tmp_path / "out")
+    assert [s.status for s in second.steps] == ["failed"]
+    assert not (tmp_path / "out" / "sales" / "series.csv").exists()
+    assert json.loads(second.manifest.read_text())["status"] == "failed"

@@ -7,6 +7,7 @@ half-written result that looks complete (POSIX ``rename`` is atomic within a fil
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
 
     Raises
     ------
+    IsADirectoryError
+        If a folder exists at ``target`` and the body wrote a file (the folder is kept).
     Whatever the body raises, after cleaning up.
     """
     target = Path(target)
@@ -34,7 +37,11 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
+            if not tmp.is_dir():
+                # A folder where a file should go is the user's, not an older result of ours.
+                raise IsADirectoryError(errno.EISDIR, "cannot write the output file: a "
+                                        "folder of that name exists", str(target))
+            shutil.rmtree(target)  # an older dataset (folder) replaced by the new one
         os.replace(tmp, target)
     except BaseException:
         if tmp.is_dir():

@@ -265,6 +265,12 @@ def cohorts_counts(
     out_console.print(table)
 
 
+def _cohort_ids(option: str, *ids) -> None:
+    for value in ids:
+        if value is not None and not 0 <= value < 2**63:
+            raise PharmalabInputError(f"{option}: cohort id {value} is outside 0 … 2^63 − 1")
+
+
 def _char_db(cdm: str, cdm_schema, vocab_schema, results_schema):
     from pharmalab.engine import database
 
@@ -292,6 +298,9 @@ def characterize(
     from pharmalab.atomic import write_csv
     from pharmalab.characterize import outputs
 
+    _cohort_ids("--target-id/--comparator-id", target_id, comparator_id)
+    if comparator_id == target_id:
+        raise PharmalabInputError("--comparator-id is the same cohort as --target-id")
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
     ids = [target_id] + ([comparator_id] if comparator_id is not None else [])
     baseline = char.baseline_characteristics(db, ids, condition_table=condition_table,
@@ -303,6 +312,8 @@ def characterize(
                              min_cell_count=min_cell_count)
         written.append(write_csv(out / outputs.TABLE_ONE_FILE, one))
         shown = char.table_one_summary(one)
+    elif (out / outputs.TABLE_ONE_FILE).is_file():
+        (out / outputs.TABLE_ONE_FILE).unlink()  # an older comparison is not this run's
     _print_frame(shown, "Table 1" if comparator_id is not None else "Baseline characteristics")
     out_console.print("written: " + ", ".join(str(p) for p in written))
 
@@ -317,9 +328,11 @@ def incidence(
     outcome_id: Annotated[list[int] | None, typer.Option(
         "--outcome-id", help="Outcome cohort id (repeatable).")] = None,
     tar: Annotated[list[str] | None, typer.Option(
-        "--tar", help="Time at risk START:END, e.g. start+0:end+0 (repeatable).")] = None,
+        "--tar", help="Time at risk START:END (repeatable); default start+0:end+0, "
+                      "i.e. cohort start to cohort end.")] = None,
     clean_window: Annotated[int, typer.Option(
-        "--clean-window", min=0, help="Days after an outcome not at risk.")] = 0,
+        "--clean-window", min=0, max=1_000_000,
+        help="Days after an outcome not at risk.")] = 0,
     by_age: Annotated[bool, typer.Option("--by-age", help="Strata by age group.")] = False,
     by_gender: Annotated[bool, typer.Option("--by-gender", help="Strata by gender.")] = False,
     by_year: Annotated[bool, typer.Option("--by-year", help="Strata by start year.")] = False,
@@ -337,12 +350,16 @@ def incidence(
     from pharmalab.characterize import outputs
 
     if design is not None:
-        if target_id or outcome_id or tar:
-            raise PharmalabInputError("give either --design or --target-id/--outcome-id/--tar")
+        if (target_id or outcome_id or tar or clean_window or by_age or by_gender or by_year
+                or age_breaks):
+            raise PharmalabInputError(
+                "--design holds the targets, outcomes, windows and strata: give either "
+                "--design or --target-id/--outcome-id/--tar/--clean-window/--by-*/--age-breaks")
         the_design = char.read_design(design)
     else:
         if not target_id or not outcome_id:
             raise PharmalabInputError("give --design, or --target-id and --outcome-id")
+        _cohort_ids("--target-id/--outcome-id", *target_id, *outcome_id)
         tars = [char.TimeAtRisk.parse(t, id=i) for i, t in enumerate(tar or ["start+0:end+0"],
                                                                       start=1)]
         strata = char.Strata(by_age=by_age, by_gender=by_gender, by_year=by_year,
@@ -382,6 +399,9 @@ def survival(
     from pharmalab.characterize import outputs
 
     window = char.TimeAtRisk.parse(tar)
+    _cohort_ids("--target-id/--comparator-id/--outcome-id", target_id, comparator_id, outcome_id)
+    if comparator_id == target_id:
+        raise PharmalabInputError("--comparator-id is the same cohort as --target-id")
     ids = [target_id] + ([comparator_id] if comparator_id is not None else [])
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
     result = char.survival(db, ids, outcome_id, window, min_cell_count=min_cell_count)
@@ -404,12 +424,16 @@ def _int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def _print_frame(frame, title: str, max_rows: int = 40) -> None:
+    import pandas as pd
+
     frame = frame.drop(columns=[c for c in frame.columns if c.endswith("_suppressed")])
     table = Table(title=title)
     for column in frame.columns:
         table.add_column(str(column))
     for row in frame.head(max_rows).itertuples(index=False):
-        table.add_row(*(_fmt(round(v, 3) if isinstance(v, float) else v) for v in row))
+        table.add_row(*(str(v) if column.endswith("_id") and not pd.isna(v) else
+                        _fmt(round(v, 3) if isinstance(v, float) else v)
+                        for column, v in zip(frame.columns, row, strict=True)))
     out_console.print(table)
     if len(frame) > max_rows:
         out_console.print(f"… {len(frame) - max_rows} more rows in the file")
@@ -441,9 +465,21 @@ def main() -> None:
         _error(str(exc))
     except _Exit as exc:
         sys.exit(exc.code)
+    except KeyboardInterrupt:
+        _interrupted()
+    except RuntimeError as exc:  # DuckDB reports Ctrl-C during a query as this
+        if "interrupted" in str(exc).lower():
+            _interrupted()
+        raise
     except OSError as exc:  # a folder that cannot be written, a file that cannot be read
         where = f" {exc.filename!r}" if exc.filename else ""
         _error(f"{exc.strerror or exc}{where}")
+
+
+def _interrupted() -> None:
+    console.print("interrupted (files are written whole or not at all)", markup=False,
+                  highlight=False)
+    sys.exit(130)
 
 
 def _error(message: str) -> None:

@@ -85,6 +85,13 @@ class Strata:
     age_breaks: tuple[int, ...] = DEFAULT_AGE_BREAKS
     age_break_list: tuple[tuple[int, ...], ...] = ()
 
+    def __post_init__(self):
+        for breaks in (self.age_breaks, *self.age_break_list):
+            if (not breaks or any(isinstance(b, bool) or not isinstance(b, int) for b in breaks)
+                    or list(breaks) != sorted(set(breaks))):
+                raise PharmalabInputError(
+                    f"age breaks must be increasing whole ages, got {list(breaks)}")
+
     def age_groups(self) -> list[AgeGroup]:
         """Age bands numbered as CohortIncidence numbers them: ``age_breaks`` first
         (``<b0``, ``b0 - b1−1``, …, ``>=bn``), then each list of ``age_break_list`` in turn.
@@ -156,6 +163,11 @@ def simple_design(
 ) -> IncidenceDesign:
     """Every target × outcome × window, outcome ids numbered 1, 2, … in the order given."""
     names = dict(names or {})
+    for kind, ids in (("target", target_ids), ("outcome", outcome_cohort_ids),
+                      ("time-at-risk", [t.id for t in tars])):
+        repeated = sorted({i for i in ids if list(ids).count(i) > 1})
+        if repeated:
+            raise PharmalabInputError(f"{kind} ids given more than once: {repeated}")
     targets = tuple(TargetDef(int(t), names.get(int(t), "")) for t in target_ids)
     outcomes = tuple(OutcomeDef(i + 1, int(c), clean_window, None, names.get(int(c), ""))
                      for i, c in enumerate(outcome_cohort_ids))
@@ -166,6 +178,38 @@ def simple_design(
         strata=strata or Strata())
     _check_references(design, "design")
     return design
+
+
+# The fields of CohortIncidence's design JSON (IncidenceDesign and its parts). Anything else
+# is a typo that would silently change the numbers (``cleanwindow`` → no clean window).
+_KEYS = {
+    "design": {"cohortDefs", "conceptSets", "targetDefs", "outcomeDefs", "timeAtRiskDefs",
+               "analysisList", "subgroups", "strataSettings", "studyWindow"},
+    "targetDefs": {"id", "name", "description"},
+    "outcomeDefs": {"id", "name", "cohortId", "cleanWindow", "excludeCohortId"},
+    "timeAtRiskDefs": {"id", "start", "end"},
+    "timeAtRiskDefs.start": {"dateField", "offset"},
+    "analysisList": {"targets", "outcomes", "tars"},
+    "subgroups": {"CohortSubgroup"},
+    "CohortSubgroup": {"id", "name", "description", "cohort"},
+    "CohortSubgroup.cohort": {"id", "name", "description"},
+    "strataSettings": {"byAge", "byGender", "byYear", "ageBreaks", "ageBreakList"},
+    "studyWindow": {"startDate", "endDate"},
+}
+
+# |offsets| and clean windows beyond this many days (about 2,700 years) are mistakes, and
+# overflow the engines' 32-bit day intervals.
+MAX_DAYS = 1_000_000
+
+
+def _check_keys(obj, kind: str, where: str) -> None:
+    if not isinstance(obj, Mapping):
+        raise PharmalabInputError(f"{where}: expected an object, got {obj!r}")
+    unknown = sorted(set(obj) - _KEYS[kind])
+    if unknown:
+        raise PharmalabInputError(
+            f"{where}: unknown field {unknown[0]!r} (expected one of "
+            f"{', '.join(sorted(_KEYS[kind]))})")
 
 
 def read_design(source: str | Path | Mapping) -> IncidenceDesign:
@@ -187,18 +231,47 @@ def read_design(source: str | Path | Mapping) -> IncidenceDesign:
     where, spec = _load(source)
     if not isinstance(spec, Mapping):
         raise PharmalabInputError(f"{where}: a design is a JSON object")
+    _check_keys(spec, "design", where)
+    for kind in ("targetDefs", "outcomeDefs", "timeAtRiskDefs", "analysisList"):
+        for entry in _list(spec, kind, where):
+            _check_keys(entry, kind, f"{where}: {kind}")
+            if kind == "timeAtRiskDefs":
+                for part in ("start", "end"):
+                    _check_keys(entry.get(part, {}), "timeAtRiskDefs.start",
+                                f"{where}: timeAtRiskDefs id {entry.get('id')} {part}")
+    for entry in _optional_list(spec, "subgroups", where):
+        _check_keys(entry, "subgroups", f"{where}: subgroups")
+        body = entry.get("CohortSubgroup")
+        if isinstance(body, Mapping):
+            _check_keys(body, "CohortSubgroup", f"{where}: subgroups")
+            _check_keys(body.get("cohort", {}), "CohortSubgroup.cohort",
+                        f"{where}: subgroups cohort")
+    for kind in ("strataSettings", "studyWindow"):
+        if spec.get(kind) is not None:
+            _check_keys(spec[kind], kind, f"{where}: {kind}")
+    for tar in spec["timeAtRiskDefs"]:
+        for part in ("start", "end"):
+            offset = tar.get(part, {}).get("offset", 0)
+            if isinstance(offset, bool) or not isinstance(offset, int):
+                raise PharmalabInputError(
+                    f"{where}: timeAtRiskDefs id {tar.get('id')} {part}.offset must be a whole "
+                    f"number of days, got {offset!r}")
     targets = tuple(TargetDef(_int(t, "id", f"{where}: targetDefs"), str(t.get("name") or ""))
                     for t in _list(spec, "targetDefs", where))
     outcomes = tuple(_outcome(o, where) for o in _list(spec, "outcomeDefs", where))
     tars = tuple(TimeAtRisk.from_design(t, f"{where}: timeAtRiskDefs")
                  for t in _list(spec, "timeAtRiskDefs", where))
     analyses = tuple(_analysis(a, where) for a in _list(spec, "analysisList", where))
-    subgroups = tuple(_subgroup(s, where) for s in spec.get("subgroups") or [])
+    subgroups = tuple(_subgroup(s, where) for s in _optional_list(spec, "subgroups", where))
     design = IncidenceDesign(
         targets=targets, outcomes=outcomes, tars=tars, analyses=analyses,
         subgroups=subgroups, strata=_strata(spec.get("strataSettings"), where),
         study_start=_date((spec.get("studyWindow") or {}).get("startDate"), where),
         study_end=_date((spec.get("studyWindow") or {}).get("endDate"), where))
+    if design.study_start and design.study_end and design.study_start > design.study_end:
+        raise PharmalabInputError(
+            f"{where}: studyWindow starts ({design.study_start}) after it ends "
+            f"({design.study_end})")
     _check_references(design, where)
     return design
 
@@ -231,6 +304,15 @@ def _list(spec: Mapping, key: str, where: str) -> list:
     return value
 
 
+def _optional_list(spec: Mapping, key: str, where: str) -> list:
+    value = spec.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PharmalabInputError(f"{where}: {key} must be a list")
+    return value
+
+
 def _int(obj, key: str, where: str, default=None) -> int:
     if not isinstance(obj, Mapping):
         raise PharmalabInputError(f"{where}: entry {obj!r} is not an object")
@@ -246,8 +328,9 @@ def _outcome(o, where: str) -> OutcomeDef:
     if exclude is not None and (isinstance(exclude, bool) or not isinstance(exclude, int)):
         raise PharmalabInputError(f"{here}: excludeCohortId must be a cohort id, got {exclude!r}")
     clean = _int(o, "cleanWindow", here, 0)
-    if clean < 0:
-        raise PharmalabInputError(f"{here}: cleanWindow must be ≥ 0 days, got {clean}")
+    if not 0 <= clean <= MAX_DAYS:
+        raise PharmalabInputError(
+            f"{here}: cleanWindow must be between 0 and {MAX_DAYS:,} days, got {clean}")
     return OutcomeDef(_int(o, "id", here), _int(o, "cohortId", here), clean,
                       exclude or None, str(o.get("name") or ""))
 
@@ -288,7 +371,8 @@ def _strata(spec, where: str) -> Strata:
             raise PharmalabInputError(f"{here}: {key} must be true or false, got {value!r}")
         flags[name] = value
     breaks = _breaks(spec.get("ageBreaks"), f"{here}: ageBreaks") or DEFAULT_AGE_BREAKS
-    lists = tuple(_breaks(b, f"{here}: ageBreakList") for b in spec.get("ageBreakList") or [])
+    lists = tuple(_breaks(b, f"{here}: ageBreakList")
+                  for b in _optional_list(spec, "ageBreakList", here))
     if flags["by_age"] and spec.get("ageBreaks") == []:
         raise PharmalabInputError(f"{here}: ageBreaks can not be empty when byAge is true")
     return Strata(age_breaks=breaks, age_break_list=tuple(b for b in lists if b), **flags)
@@ -309,6 +393,8 @@ def _date(value, where: str) -> date | None:
         return None
     text = str(value).replace("-", "")
     try:
+        if len(text) != 8 or not text.isdigit():
+            raise ValueError(text)
         return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
     except ValueError:
         raise PharmalabInputError(
@@ -316,6 +402,11 @@ def _date(value, where: str) -> date | None:
 
 
 def _check_references(design: IncidenceDesign, where: str) -> None:
+    for cohort_id in sorted(design.cohort_ids()):
+        if not 0 <= cohort_id < 2**63:
+            raise PharmalabInputError(
+                f"{where}: cohort id {cohort_id} is outside 0 … 2^63 − 1 (cohort_definition_id "
+                "is a 64-bit integer)")
     for kind, items in (("targetDefs", design.targets), ("outcomeDefs", design.outcomes),
                         ("timeAtRiskDefs", design.tars), ("subgroups", design.subgroups)):
         ids = [item.id for item in items]

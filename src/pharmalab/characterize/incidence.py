@@ -90,8 +90,9 @@ def incidence_rates(
         Name of the cohort table in the results schema.
     min_cell_count
         OHDSI ``minCellCount``: person and outcome counts from 1 to ``min_cell_count − 1``
-        are blanked (with ``<column>_suppressed`` flags), and so are the proportion and rate
-        that would reveal them. 1 shows everything.
+        are blanked (with ``<column>_suppressed`` flags), and so are the person-time,
+        proportion and rate that would reveal them. 1 shows everything. As in OHDSI's tools,
+        a hidden stratum can still be the difference of the overall row and the other strata.
 
     Returns
     -------
@@ -495,6 +496,12 @@ def clopper_pearson(successes, trials, level: float = 0.95) -> tuple[np.ndarray,
 
 def _suppress(summary: pd.DataFrame, min_cell_count: int) -> pd.DataFrame:
     out = suppress(summary, SUPPRESSED_COLUMNS, min_cell_count)
+    # Person-time next to a hidden person count gives it back when windows have a fixed
+    # length (365 days → 1 person): blank it with the count it belongs to.
+    for persons, days in (("persons_at_risk_pe", "person_days_pe"),
+                          ("persons_at_risk", "person_days")):
+        out[days] = out[days].mask(out[f"{persons}_suppressed"])
+    out["person_years"] = out["person_years"].mask(out["persons_at_risk_suppressed"])
     # A rate or proportion next to a hidden count would give it back.
     hide_rate = out.outcomes_suppressed | out.persons_at_risk_suppressed
     hide_proportion = out.person_outcomes_suppressed | out.persons_at_risk_suppressed

@@ -15,7 +15,7 @@ at risk at ``t``; outcomes at ``t`` are counted before censorings at ``t``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import ibis
@@ -552,7 +552,8 @@ def survival(
 _COLOURS = [(99, 110, 250), (239, 85, 59), (0, 204, 150), (171, 99, 250)]
 
 
-def survival_figure(result: SurvivalResult, title: str | None = None):
+def survival_figure(result: SurvivalResult, title: str | None = None,
+                    names: Mapping[int, str] | None = None):
     """A Plotly figure of the curves: one step line per cohort with its 95% band.
 
     Parameters
@@ -562,6 +563,8 @@ def survival_figure(result: SurvivalResult, title: str | None = None):
         they are not suppressed).
     title
         Figure title (default: the time-at-risk window).
+    names
+        Legend names by cohort id (default "cohort <id>").
 
     Returns
     -------
@@ -575,7 +578,7 @@ def survival_figure(result: SurvivalResult, title: str | None = None):
     for index, (cohort_id, curve) in enumerate(result.table.groupby(
             "cohort_definition_id", sort=False)):
         red, green, blue = _COLOURS[index % len(_COLOURS)]
-        name = f"cohort {cohort_id}"
+        name = (names or {}).get(int(cohort_id), f"cohort {cohort_id}")
         figure.add_trace(go.Scatter(
             x=curve.time, y=curve.upper_95, mode="lines", line_shape="hv",
             line={"width": 0}, hoverinfo="skip", showlegend=False, legendgroup=name))
@@ -594,7 +597,8 @@ def survival_figure(result: SurvivalResult, title: str | None = None):
         title=title or f"Kaplan–Meier survival, {result.tar.label}",
         xaxis_title="days since time-at-risk start",
         yaxis_title="survival (no outcome)",
-        yaxis_range=[0, 1.02],
+        # from just below the lowest limit to 1: curves that stay near 1 remain readable
+        yaxis_range=[max(0.0, float(result.table.lower_95.min()) - 0.02), 1.005],
         template="plotly_white",
     )
     return figure

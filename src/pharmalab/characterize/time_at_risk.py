@@ -22,6 +22,9 @@ from pharmalab.errors import PharmalabInputError
 
 Anchor = Literal["start", "end"]
 
+# About 2,700 years: larger offsets are mistakes and overflow 32-bit day intervals.
+MAX_OFFSET_DAYS = 1_000_000
+
 _TAR_TEXT = re.compile(r"(start|end)([+-]\d+)?:(start|end)([+-]\d+)?")
 
 # CohortIncidence's JSON spells the anchor "start"/"end"; older designs "StartDate"/"EndDate".
@@ -62,6 +65,14 @@ class TimeAtRisk:
                 raise PharmalabInputError(
                     f"time at risk {self.id}: {name} must be a whole number of days, "
                     f"got {value!r}")
+        for name in ("start_offset", "end_offset"):
+            if abs(getattr(self, name)) > MAX_OFFSET_DAYS:
+                raise PharmalabInputError(
+                    f"time at risk {self.id}: {name} {getattr(self, name)} is beyond "
+                    f"±{MAX_OFFSET_DAYS:,} days")
+        if self.start_with == self.end_with and self.end_offset < self.start_offset:
+            raise PharmalabInputError(
+                f"time at risk {self.label}: the window ends before it starts for every entry")
 
     @property
     def label(self) -> str:

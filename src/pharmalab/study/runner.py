@@ -96,6 +96,13 @@ def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
     ctx = StepContext(study=study, study_dir=study_path.parent, out=out_dir)
     preflight(ctx)  # invalid definitions stop the study before anything is written
     out_dir.mkdir(parents=True, exist_ok=True)
+    previous = _previous_outputs(out_dir)
+    # Until the run ends, the manifest says so: an interrupted run must not leave the last
+    # run's "ok" manifest beside this run's files.
+    write_text(out_dir / "manifest.json", json.dumps({
+        "study": study.study.name, "status": "running",
+        "started": started.isoformat(timespec="seconds"),
+        "min_cell_count": study.study.min_cell_count}, indent=2) + "\n")
     steps = plan_steps(study)
     records = {s.name: StepRecord(s.name, s.title) for s in steps}
     sections: list[Section] = []
@@ -108,6 +115,7 @@ def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
             sections.append(Section(step.title, [text(record.error)], status="skipped"))
             continue
         record.started = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+        _remove_stale(out_dir, previous.get(step.name, []))
         t0 = time.perf_counter()
         try:
             tick = progress(step.title, step.total(ctx)) if progress else None
@@ -145,6 +153,25 @@ def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
     manifest = _manifest(study, study_path, out_dir, started, records_list, ctx)
     write_text(manifest_path, json.dumps(manifest, indent=2, default=str) + "\n")
     return RunResult(out=out_dir, steps=records_list, manifest=manifest_path, report=report_path)
+
+
+def _previous_outputs(out_dir: Path) -> dict[str, list[str]]:
+    """The files each step of the last run in ``out_dir`` wrote (from its manifest)."""
+    try:
+        manifest = json.loads((out_dir / "manifest.json").read_text(encoding="utf-8"))
+        return {s["name"]: list(s.get("outputs") or []) for s in manifest.get("steps", [])}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _remove_stale(out_dir: Path, outputs: list[str]) -> None:
+    """Remove a step's files from the last run before it runs again, so a step that now fails
+    (or writes fewer files) leaves no older result beside the new manifest."""
+    root = out_dir.resolve()
+    for name in outputs:
+        path = (out_dir / name).resolve()
+        if path.is_file() and root in path.parents:  # only files of ours, inside OUT
+            path.unlink()
 
 
 def _steps_table(records: list[StepRecord]):

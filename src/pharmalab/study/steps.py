@@ -188,6 +188,11 @@ def preflight(ctx: StepContext) -> None:
     PharmalabInputError
         An invalid cohort set or negative-control file, or ids shared between them.
     """
+    for name in ("characterize", "incidence", "survival"):
+        if getattr(ctx.study, name) is not None and ctx.study.cdm is None:
+            raise StudyConfigError(f"[{name}] needs a [cdm] section (where the cohorts are)")
+    if ctx.study.incidence is not None:
+        _incidence_design(ctx)  # a bad design file or window stops the study here
     c = ctx.study.cohorts
     if c is None:
         return
@@ -303,7 +308,8 @@ def _characterize(ctx: StepContext, tick: Tick) -> Section:
 def _incidence_design(ctx: StepContext):
     c = ctx.study.incidence
     if c.design:
-        ctx.input_files.append(ctx.path(c.design))
+        if ctx.path(c.design) not in ctx.input_files:
+            ctx.input_files.append(ctx.path(c.design))
         return characterize.read_design(ctx.path(c.design))
     tars = [characterize.TimeAtRisk.parse(t, id=i) for i, t in enumerate(c.tars, start=1)]
     strata = characterize.Strata(by_age=c.by_age, by_gender=c.by_gender, by_year=c.by_year,
@@ -350,7 +356,7 @@ def _survival(ctx: StepContext, tick: Tick) -> Section:
     return Section("Survival (Kaplan–Meier)", [
         keyvalues(facts, caption=f"Outcome cohort {names.get(c.outcome, c.outcome)}; "
                                  f"time at risk {tar.label}"),
-        figure(characterize.survival_figure(result),
+        figure(characterize.survival_figure(result, names=names),
                caption="Probability of no outcome (Kaplan–Meier, 95% limits); "
                        "km_survival.csv has the numbers"),
     ], note="First entry per person; censored at the end of the time at risk (cut at "
