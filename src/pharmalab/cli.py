@@ -271,6 +271,15 @@ def _cohort_ids(option: str, *ids) -> None:
             raise PharmalabInputError(f"{option}: cohort id {value} is outside 0 … 2^63 − 1")
 
 
+def _cohort_names(db) -> dict[int, str]:
+    """Cohort names recorded by ``pharmalab cohorts generate`` (``cohort_generation``)."""
+    if not db.has_table("cohort_generation", "results"):
+        return {}
+    names = db.table("cohort_generation", "results").select("cohort_id", "cohort_name")
+    return {int(r.cohort_id): str(r.cohort_name)
+            for r in names.to_pandas().itertuples() if r.cohort_name}
+
+
 def _char_db(cdm: str, cdm_schema, vocab_schema, results_schema):
     from pharmalab.engine import database
 
@@ -349,6 +358,7 @@ def incidence(
     from pharmalab import characterize as char
     from pharmalab.characterize import outputs
 
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
     if design is not None:
         if (target_id or outcome_id or tar or clean_window or by_age or by_gender or by_year
                 or age_breaks):
@@ -366,13 +376,13 @@ def incidence(
                              **({"age_breaks": _int_list(age_breaks, "--age-breaks")}
                                 if age_breaks else {}))
         the_design = char.simple_design(target_id, outcome_id, tars, clean_window=clean_window,
-                                        strata=strata)
-    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+                                        strata=strata, names=_cohort_names(db))
     result = char.incidence_rates(db, the_design, min_cell_count=min_cell_count)
     written = outputs.write_incidence(result, out)
     _print_frame(outputs.incidence_overview(result.summary), "Incidence (all persons)")
     if result.empty_cohorts:
-        console.print(f"warning: cohorts {result.empty_cohorts} have no rows (zero outcomes)")
+        console.print(f"warning: cohorts {result.empty_cohorts} of the design have no rows "
+                      "(not generated?): they count as empty")
     out_console.print("written: " + ", ".join(str(p) for p in written))
 
 
@@ -406,6 +416,9 @@ def survival(
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
     result = char.survival(db, ids, outcome_id, window, min_cell_count=min_cell_count)
     written = outputs.write_survival(result, out)
+    if int(result.unsuppressed_table.n_events.sum()) == 0:
+        console.print(f"warning: no outcome (cohort {outcome_id}) in the time at risk of any "
+                      "entry; is the outcome cohort generated?")
     for cohort_id, median in result.medians.items():
         out_console.print(f"cohort {cohort_id}: median days to outcome "
                           f"{'not reached' if median is None else median}")
