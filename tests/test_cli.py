@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -126,3 +127,28 @@ def test_characterization_commands_on_the_demo_cohorts(gibleed_demo_cohorts, tmp
     design.write_text('{"targetDefs": [{"id": 7}]}')
     _assert_one_line_error(_run("incidence", "--cdm", url, "--design", design),
                            "design.json", "outcomeDefs must be a non-empty list")
+
+
+def test_extract_command(gibleed_demo_cohorts, tmp_path):
+    gibleed_demo_cohorts.con.raw_sql("CHECKPOINT")
+    path = tmp_path / "cdm.duckdb"
+    shutil.copy(gibleed_demo_cohorts.url.target, path)
+    url = f"duckdb://{path}?results_schema=results"
+    key = tmp_path / "key"
+    key.write_text("a pseudonym key of thirty-two bytes!")
+    # GiBleed's celecoxib users include persons alone in their age × gender × race ×
+    # ethnicity class: refused, nothing written, the class named
+    refused = _run("extract", "--cdm", url, "--cohort-id", 7, "--key-file", key,
+                   "--out", tmp_path / "x")
+    _assert_one_line_error(refused, "quasi-identifier class", "1 person")
+    assert not (tmp_path / "x").exists()
+    done = _run("extract", "--cdm", url, "--cohort-id", 7, "--key-file", key, "--window=-30:30",
+                "--domains", "person,drug", "--allow-small-k", "--out", tmp_path / "x")
+    assert done.returncode == 0, done.stderr
+    assert "1,800" in done.stdout
+    manifest = json.loads((tmp_path / "x" / "manifest.json").read_text())
+    assert manifest["k_anonymity"]["written_under_k_min"] is True
+    assert manifest["window"]["start_day"] == -30
+    assert sorted(manifest["tables"]) == ["drug_exposure", "person"]
+    _assert_one_line_error(_run("extract", "--cdm", url, "--cohort-id", 7, "--window", "30:-30",
+                                "--out", tmp_path / "y"), "window")

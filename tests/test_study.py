@@ -129,7 +129,7 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert manifest["libraries"]["ibis-framework"].startswith("12.")
     assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
         ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
-        ("incidence", "ok"), ("survival", "ok"), ("sales", "ok")]
+        ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("sales", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
         1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
@@ -144,6 +144,12 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert set(km.cohort_definition_id) == {6, 7}
     assert json.loads((out / "characterize" / "survival_summary.json").read_text())[
         "log_rank"]["p_value"] < 0.05
+    # the GI-bleed patients' records, de-identified, with the small-k override recorded
+    extraction = json.loads((out / "extract" / "cohort_5" / "manifest.json").read_text())
+    assert extraction["deidentification"]["deidentified"] is True
+    assert extraction["k_anonymity"]["allow_small_k"] is True
+    assert extraction["k_anonymity"]["written_under_k_min"] is True
+    assert (out / "extract" / "cohort_5" / "person").is_dir()
     report = result.report.read_text()
     assert "63,323 distinct of 67,707" in report and "Plotly" in report
     assert "1,844 persons where Circe has 1,800" in report  # which semantics, said

@@ -265,6 +265,74 @@ def cohorts_counts(
     out_console.print(table)
 
 
+@app.command()
+def extract(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cohort_id: Annotated[int, typer.Option("--cohort-id", help="Cohort to extract.")],
+    out: Annotated[Path, typer.Option(help="Extraction folder (written atomically).")],
+    window: Annotated[str, typer.Option(
+        "--window", help="Days around each entry's index date, START:END (inclusive); "
+                         "an empty side is unbounded.")] = "-365:365",
+    domains: Annotated[str, typer.Option(
+        "--domains", help="Comma-separated: person,condition,drug,measurement,procedure,"
+                          "observation,visit,death.")] =
+        "person,condition,drug,measurement,procedure,observation,visit,death",
+    no_deidentify: Annotated[bool, typer.Option(
+        "--no-deidentify", help="Write identifiable data (recorded in the manifest, with a "
+                                "warning).")] = False,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="Pseudonym key file (else PHARMALAB_PSEUDONYM_KEY[_FILE]; else a "
+                           "random key, not stored).")] = None,
+    date_shift_days: Annotated[int, typer.Option(
+        "--date-shift-days", min=0, max=3650,
+        help="Per-person date shift of up to ± this many days (0: no shift).")] = 180,
+    relative_dates: Annotated[bool, typer.Option(
+        "--relative-dates", help="Drop dates; keep days_from_index only.")] = False,
+    k_min: Annotated[int, typer.Option(
+        "--k-min", min=1, help="Smallest quasi-identifier class allowed (persons).")] = 5,
+    allow_small_k: Annotated[bool, typer.Option(
+        "--allow-small-k", help="Write even with classes under --k-min (recorded).")] = False,
+    age_band_years: Annotated[int, typer.Option(
+        "--age-band-years", min=1, max=100,
+        help="Width of the age bands of age_group and of the k-anonymity classes.")] = 5,
+    generalize_concepts: Annotated[bool, typer.Option(
+        "--generalize-concepts", help="Replace concepts held by fewer than --k-min persons "
+                                      "by their nearest ancestor held by enough, or 'other'.")
+    ] = False,
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+) -> None:
+    """Patient-level data of a cohort's members in a window around each index date, one
+    Parquet dataset per CDM table, de-identified by default, with data_dictionary.csv,
+    k_anonymity.csv and manifest.json."""
+    import warnings
+
+    from pharmalab import extract as extract_pkg
+
+    _cohort_ids("--cohort-id", cohort_id)
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", extract_pkg.ExtractWarning)
+        result = extract_pkg.extract(
+            db, cohort_id, out, window=window, domains=domains, deidentify=not no_deidentify,
+            key_file=key_file, date_shift_days=date_shift_days, relative_dates=relative_dates,
+            k_min=k_min, allow_small_k=allow_small_k, age_band_years=age_band_years,
+            generalize_concepts=generalize_concepts)
+    for warning in caught:
+        console.print(f"warning: {warning.message}", markup=False, highlight=False)
+    table = Table(title=f"Extraction of cohort {cohort_id}")
+    for column in ("table", "rows", "persons"):
+        table.add_column(column, justify="left" if column == "table" else "right")
+    for row in result.counts.itertuples(index=False):
+        table.add_row(row.table, f"{row.rows:,}", f"{row.persons:,}")
+    out_console.print(table)
+    report = result.k_anonymity
+    out_console.print(f"k-anonymity: smallest class {report.k} persons "
+                      f"(k_min {k_min}); key fingerprint {result.key_fingerprint or '—'}")
+    out_console.print(f"written: {result.out}")
+
+
 def _cohort_ids(option: str, *ids) -> None:
     for value in ids:
         if value is not None and not 0 <= value < 2**63:

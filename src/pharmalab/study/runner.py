@@ -10,6 +10,7 @@ import datetime as _dt
 import hashlib
 import json
 import platform
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -170,8 +171,12 @@ def _remove_stale(out_dir: Path, outputs: list[str]) -> None:
     root = out_dir.resolve()
     for name in outputs:
         path = (out_dir / name).resolve()
-        if path.is_file() and root in path.parents:  # only files of ours, inside OUT
+        if root not in path.parents:  # only outputs of ours, inside OUT
+            continue
+        if path.is_file():
             path.unlink()
+        elif path.is_dir() and (path / "manifest.json").is_file():
+            shutil.rmtree(path)  # a dataset folder of ours (e.g. an extraction)
 
 
 def _steps_table(records: list[StepRecord]):

@@ -1,0 +1,191 @@
+"""Keyed pseudonyms and per-person date offsets: HMAC-SHA256 computed in the engine.
+
+Method
+------
+For an identifier ``v`` (an integer, written in decimal: ``str(v)``) and the key ``K``::
+
+    digest    = HMAC-SHA256(K, str(v).encode())                     (RFC 2104)
+    pseudonym = int.from_bytes(digest[0:8], "big") & (2**63 - 1)    a non-negative BIGINT
+    x         = int.from_bytes(digest[8:12], "big") % (2 * N)
+    offset    = x - N if x < N else x - N + 1                       in [-N, -1] ∪ [1, N] days
+
+so a pseudonym is the digest's first 63 bits and a person's date offset comes from bits the
+pseudonym does not show: knowing a pseudonym tells nothing about the offset, and both are
+reproducible with the key. :func:`pseudonym` and :func:`date_offset` are the Python
+reference, equal to ``hmac.new(key, str(v).encode(), hashlib.sha256)``.
+
+In the engine HMAC is built from the engine's SHA-256 over binary values (RFC 2104 §2)::
+
+    HMAC(K, m) = SHA256((K' ⊕ opad) ‖ SHA256((K' ⊕ ipad) ‖ m))
+
+with ``K'`` the key zero-padded to 64 bytes (hashed first if longer). The two padded keys are
+constants computed here; the engine concatenates hex strings and decodes them with
+``unhex``, hashes with DuckDB's ``sha256(BLOB)`` / Spark's ``sha2(BINARY, 256)`` (Ibis's
+``HexDigest``), and reads hex digits as integers (DuckDB ``CAST('0x…' AS BIGINT)``, Spark
+``conv(…, 16, 10)``). The padded keys reach the engine as the columns of a one-row temporary
+table joined to the data (:func:`key_table`), never as literals in the SQL text, so the key
+does not appear in query logs, plans or error messages (Spark prints whole plans in them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterator
+
+import ibis
+import ibis.expr.datatypes as dt
+import ibis.expr.operations as ops
+import ibis.expr.types as ir
+import pyarrow as pa
+
+from pharmalab.engine import Database
+from pharmalab.extract.errors import ExtractInputError
+from pharmalab.extract.keys import PseudonymKey
+
+MASK_63 = (1 << 63) - 1
+IPAD_COLUMN, OPAD_COLUMN = "_k_ipad", "_k_opad"
+_BLOCK = 64  # SHA-256 block size in bytes
+
+
+def pseudonym(key: bytes | PseudonymKey, value: int | str) -> int:
+    """The pseudonym of ``value``: the first 63 bits of HMAC-SHA256(key, str(value)).
+
+    Returns
+    -------
+    int
+        In [0, 2**63 − 1] (a BIGINT).
+    """
+    return int.from_bytes(_digest(key, value)[:8], "big") & MASK_63
+
+
+def date_offset(key: bytes | PseudonymKey, value: int | str, max_days: int) -> int:
+    """The date offset (days) of person ``value``: uniform over [−N, −1] ∪ [1, N], N = max_days.
+
+    ``max_days = 0`` gives 0 (no shift).
+    """
+    if max_days <= 0:
+        return 0
+    x = int.from_bytes(_digest(key, value)[8:12], "big") % (2 * max_days)
+    return x - max_days if x < max_days else x - max_days + 1
+
+
+def _digest(key: bytes | PseudonymKey, value: int | str) -> bytes:
+    secret = key.secret if isinstance(key, PseudonymKey) else key
+    return hmac.new(secret, str(value).encode("utf-8"), hashlib.sha256).digest()
+
+
+def padded_keys(key: bytes | PseudonymKey) -> tuple[str, str]:
+    """(K' ⊕ ipad, K' ⊕ opad) as hex (RFC 2104 §2)."""
+    secret = key.secret if isinstance(key, PseudonymKey) else key
+    if len(secret) > _BLOCK:
+        secret = hashlib.sha256(secret).digest()
+    secret = secret.ljust(_BLOCK, b"\0")
+    return (bytes(b ^ 0x36 for b in secret).hex(), bytes(b ^ 0x5C for b in secret).hex())
+
+
+@contextlib.contextmanager
+def key_table(db: Database, key: PseudonymKey) -> Iterator[ir.Table]:
+    """A temporary one-row table of the padded keys (``_k_ipad``, ``_k_opad``, hex text),
+    dropped on exit.
+
+    A temporary table (DuckDB) or view (Spark) lives in the engine's memory for this
+    session only, never in the database files. Not an Ibis ``memtable``: Ibis's Spark
+    backend does not register memtables before ``Table.cache()``, which then fails with
+    TABLE_OR_VIEW_NOT_FOUND.
+
+    Raises
+    ------
+    ExtractInputError
+        For engines other than DuckDB and Spark.
+    """
+    check_engine(db.url.kind)
+    name = f"_pl_keys_{secrets.token_hex(8)}"
+    ipad, opad = padded_keys(key)
+    if db.url.kind == "duckdb":
+        db.con.create_table(name, pa.table({IPAD_COLUMN: [ipad], OPAD_COLUMN: [opad]}),
+                            temp=True)
+    else:  # Ibis cannot create temporary tables on Spark: a temporary view
+        db.con._session.createDataFrame(
+            [(ipad, opad)], f"{IPAD_COLUMN} string, {OPAD_COLUMN} string"
+        ).createOrReplaceTempView(name)
+    try:
+        yield db.con.table(name)
+    finally:
+        if db.url.kind == "duckdb":
+            db.con.raw_sql(f'DROP TABLE IF EXISTS temp.main."{name}"')
+        else:
+            db.con._session.catalog.dropTempView(name)
+
+
+@ibis.udf.scalar.builtin(name="unhex")
+def _unhex(value: str) -> dt.binary:
+    """Hex text → bytes (DuckDB and Spark ``unhex``)."""
+
+
+@ibis.udf.scalar.builtin(name="hex")
+def _hex(value: str) -> str:
+    """Text → hex of its UTF-8 bytes (DuckDB and Spark ``hex``)."""
+
+
+@ibis.udf.scalar.builtin(name="conv")
+def _conv(value: str, from_base: int, to_base: int) -> str:
+    """Spark ``conv``: a number written in one base, rewritten in another."""
+
+
+def _sha256_hex(value: ir.BinaryValue) -> ir.StringValue:
+    # Ibis exposes hexdigest on strings only; its operation accepts binary, which DuckDB's
+    # sha256 and Spark's sha2(…, 256) hash as bytes.
+    return ops.HexDigest(value, "sha256").to_expr()
+
+
+# Eight hex digits → a non-negative BIGINT. Engine differences live here only.
+_HEX8_TO_INT = {
+    "duckdb": lambda s: ("0x" + s).cast("int64"),
+    "pyspark": lambda s: _conv(s, 16, 10).cast("int64"),
+}
+ENGINES = tuple(_HEX8_TO_INT)
+
+
+def check_engine(kind: str) -> None:
+    """Raise unless pseudonyms can be computed on engine ``kind``.
+
+    Raises
+    ------
+    ExtractInputError
+        For engines other than DuckDB and Spark.
+    """
+    if kind not in _HEX8_TO_INT:
+        raise ExtractInputError(
+            f"de-identified extraction computes HMAC in the engine and supports "
+            f"{' and '.join(ENGINES)}, not {kind!r}")
+
+
+def hmac_hex(kind: str, rel: ir.Table, value: ir.Value) -> ir.StringValue:
+    """HMAC-SHA256 of ``str(value)`` as 64 lowercase hex digits, in the engine.
+
+    ``rel`` is the relation holding ``value`` joined to :func:`key_table`; NULL stays NULL.
+    """
+    check_engine(kind)
+    if value.type().is_floating() or value.type().is_decimal():
+        value = value.cast("int64")
+    text = value if value.type().is_string() else value.cast("string")
+    inner = _sha256_hex(_unhex(rel[IPAD_COLUMN] + _hex(text)))
+    return _sha256_hex(_unhex(rel[OPAD_COLUMN] + inner))
+
+
+def digest_pseudonym(kind: str, digest: ir.StringValue) -> ir.IntegerValue:
+    """The pseudonym (BIGINT) from a hex digest: its first 63 bits."""
+    hex8 = _HEX8_TO_INT[kind]
+    high = hex8(digest.substr(0, 8)) % 2147483648  # clears the top bit of the 64
+    return high * 4294967296 + hex8(digest.substr(8, 8))
+
+
+def digest_offset(kind: str, digest: ir.StringValue, max_days: int) -> ir.IntegerValue:
+    """The date offset (days, int64) from a hex digest; see the module docstring."""
+    if max_days <= 0:
+        return ibis.literal(0, type="int64")
+    x = _HEX8_TO_INT[kind](digest.substr(16, 8)) % (2 * max_days)
+    return ibis.ifelse(x < max_days, x - max_days, x - max_days + 1).cast("int64")
