@@ -98,6 +98,9 @@ class Window:
                                       or not isinstance(value, numbers.Integral)):
                 raise ExtractInputError(
                     f"window {name} must be a whole number of days, got {value!r}")
+            if value is not None and abs(value) > 1_000_000:
+                raise ExtractInputError(
+                    f"window {name} {value} is beyond ±1,000,000 days")
         if (self.start_day is not None and self.end_day is not None
                 and self.start_day > self.end_day):
             raise ExtractInputError(

@@ -97,6 +97,13 @@ def read_key(
         return _checked(key.encode("utf-8") if isinstance(key, str) else bytes(key), "argument")
     if key_file is not None:
         return _from_file(Path(key_file), f"file:{key_file}")
+    if ENV_KEY in env and ENV_KEY_FILE in env:
+        raise PseudonymKeyError(f"both {ENV_KEY} and {ENV_KEY_FILE} are set: unset one (which "
+                                "key is meant is ambiguous)")
+    for name in (ENV_KEY, ENV_KEY_FILE):
+        if name in env and not env[name].strip():
+            raise PseudonymKeyError(f"{name} is set but empty (a missing key file in "
+                                    "$(cat …)?): set a key or unset it")
     if env.get(ENV_KEY):
         return _checked(env[ENV_KEY].encode("utf-8"), f"env:{ENV_KEY}")
     if env.get(ENV_KEY_FILE):

@@ -2,17 +2,22 @@
 
 Method
 ------
-For an identifier ``v`` (an integer, written in decimal: ``str(v)``) and the key ``K``::
+For an identifier ``v`` of id column ``c`` (an integer, written in decimal) and the key ``K``::
 
-    digest    = HMAC-SHA256(K, str(v).encode())                     (RFC 2104)
+    digest    = HMAC-SHA256(K, f"{c}:{v}".encode())                  (RFC 2104)
     pseudonym = int.from_bytes(digest[0:8], "big") & (2**63 - 1)    a non-negative BIGINT
     x         = int.from_bytes(digest[8:12], "big") % (2 * N)
     offset    = x - N if x < N else x - N + 1                       in [-N, -1] ∪ [1, N] days
 
 so a pseudonym is the digest's first 63 bits and a person's date offset comes from bits the
 pseudonym does not show: knowing a pseudonym tells nothing about the offset, and both are
-reproducible with the key. :func:`pseudonym` and :func:`date_offset` are the Python
-reference, equal to ``hmac.new(key, str(v).encode(), hashlib.sha256)``.
+reproducible with the key. The column label ``c`` (``person_id``, ``visit_occurrence_id``, …;
+``preceding_visit_occurrence_id`` is labelled ``visit_occurrence_id`` so it still links)
+separates the id spaces: equal numbers in two id columns (a person 17 and a condition 17)
+get unrelated pseudonyms, so the output does not reveal equalities between original ids.
+OMOP's 0 ("no such record", e.g. ``visit_detail_id`` = 0) stays 0. :func:`pseudonym` and
+:func:`date_offset` are the Python reference, equal to
+``hmac.new(key, f"{c}:{v}".encode(), hashlib.sha256)``.
 
 In the engine HMAC is built from the engine's SHA-256 over binary values (RFC 2104 §2)::
 
@@ -50,15 +55,21 @@ IPAD_COLUMN, OPAD_COLUMN = "_k_ipad", "_k_opad"
 _BLOCK = 64  # SHA-256 block size in bytes
 
 
-def pseudonym(key: bytes | PseudonymKey, value: int | str) -> int:
-    """The pseudonym of ``value``: the first 63 bits of HMAC-SHA256(key, str(value)).
+def id_label(column: str) -> str:
+    """The label of an id column in the HMAC message: the column, ``preceding_`` removed."""
+    return column.removeprefix("preceding_")
+
+
+def pseudonym(key: bytes | PseudonymKey, value: int | str, column: str = "person_id") -> int:
+    """The pseudonym of ``value`` of id column ``column``: the first 63 bits of
+    HMAC-SHA256(key, f"{column}:{value}").
 
     Returns
     -------
     int
         In [0, 2**63 − 1] (a BIGINT).
     """
-    return int.from_bytes(_digest(key, value)[:8], "big") & MASK_63
+    return int.from_bytes(_digest(key, f"{id_label(column)}:{value}")[:8], "big") & MASK_63
 
 
 def date_offset(key: bytes | PseudonymKey, value: int | str, max_days: int) -> int:
@@ -68,7 +79,7 @@ def date_offset(key: bytes | PseudonymKey, value: int | str, max_days: int) -> i
     """
     if max_days <= 0:
         return 0
-    x = int.from_bytes(_digest(key, value)[8:12], "big") % (2 * max_days)
+    x = int.from_bytes(_digest(key, f"person_id:{value}")[8:12], "big") % (2 * max_days)
     return x - max_days if x < max_days else x - max_days + 1
 
 
@@ -163,8 +174,9 @@ def check_engine(kind: str) -> None:
             f"{' and '.join(ENGINES)}, not {kind!r}")
 
 
-def hmac_hex(kind: str, rel: ir.Table, value: ir.Value) -> ir.StringValue:
-    """HMAC-SHA256 of ``str(value)`` as 64 lowercase hex digits, in the engine.
+def hmac_hex(kind: str, rel: ir.Table, value: ir.Value,
+             column: str = "person_id") -> ir.StringValue:
+    """HMAC-SHA256 of ``f"{column}:{value}"`` as 64 lowercase hex digits, in the engine.
 
     ``rel`` is the relation holding ``value`` joined to :func:`key_table`; NULL stays NULL.
     """
@@ -172,6 +184,7 @@ def hmac_hex(kind: str, rel: ir.Table, value: ir.Value) -> ir.StringValue:
     if value.type().is_floating() or value.type().is_decimal():
         value = value.cast("int64")
     text = value if value.type().is_string() else value.cast("string")
+    text = ibis.literal(f"{id_label(column)}:") + text
     inner = _sha256_hex(_unhex(rel[IPAD_COLUMN] + _hex(text)))
     return _sha256_hex(_unhex(rel[OPAD_COLUMN] + inner))
 

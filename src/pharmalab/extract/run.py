@@ -194,6 +194,8 @@ def extract(
             notes.append("no pseudonym key was given (PHARMALAB_PSEUDONYM_KEY or a key "
                          "file): a random key was used and not stored, so these pseudonyms "
                          "link to no other extraction")
+        if settings.date_shift_days == 0 and not settings.relative_dates:
+            notes.append("date_shift_days=0: the extraction holds the real dates")
     else:
         notes.append("deidentify=False: the extraction holds identifiable data (real ids, "
                      "dates, birth dates, source values and free text)")

@@ -140,8 +140,11 @@ def table_plan(db: Database, domain: Domain, members: ir.Table, settings: Extrac
             add(col.concept_name_column(name), rel[names[name]], f"concept.concept_name of "
                 f"{source}", "joined from the vocabulary", f"The name of {name}.")
         elif rule.action == col.PSEUDONYM:
-            digest = pseudonyms.hmac_hex(kind, rel, value)
-            add(name, pseudonyms.digest_pseudonym(kind, digest), source, HMAC_TEXT, text)
+            digest = pseudonyms.hmac_hex(kind, rel, value, name)
+            # OMOP's 0 means "none" (visit_detail_id = 0): a pseudonym would invent a record
+            add(name, ibis.ifelse(value == 0, ibis.literal(0, "int64"),
+                                  pseudonyms.digest_pseudonym(kind, digest)),
+                source, HMAC_TEXT, text)
         elif rule.action == col.SHIFT:
             add(name, shift(value, rel[OFFSET]), source,
                 f"shifted by the person's date offset (±{settings.date_shift_days} days)", text)

@@ -388,28 +388,33 @@ def _extract(ctx: StepContext, tick: Tick) -> Section:
     ctx.output("extract", folder.name)  # the folder is the output (Parquet datasets)
     names = _cohort_names(ctx)
     report = result.k_anonymity
+    mcc = ctx.study.study.min_cell_count
+    smallest = report.k if report.k == 0 or report.k >= mcc else f"< {mcc}"
     facts = {"cohort": f"{c.cohort_id} {names.get(c.cohort_id, '')}".strip(),
              "window (days from index)": c.window,
              "de-identified": c.deidentify,
              "key fingerprint": result.key_fingerprint or "—",
-             "smallest quasi-identifier class (persons)": report.k,
+             "smallest quasi-identifier class (persons)": smallest,
              "classes under k_min": len(report.small_classes),
              "folder": str(folder.relative_to(ctx.out))}
+    counts = suppress(result.counts, ["rows", "persons"], mcc)
     blocks = [keyvalues(facts, caption="Extraction"),
-              table(result.counts, caption="Rows and persons per table (Parquet datasets)")]
-    notes = [str(w.message) for w in caught]
-    if not report.passed:
-        notes.append(f"written although {len(report.small_classes)} quasi-identifier classes "
-                     f"have fewer than {c.k_min} persons (allow_small_k = true, recorded in "
-                     "the manifest)")
+              table(_drop_flags(counts), caption="Rows and persons per table (Parquet datasets; "
+                                                 "— is a suppressed small count)")]
+    notes = list(dict.fromkeys(str(w.message) for w in caught))
     if notes:
         blocks.append(text("; ".join(notes), caption="Warnings"))
-    return Section("Patient-level extraction", blocks, note=(
-        "Only the cohort's members and events in the window around each entry's index date. "
-        "De-identified: keyed HMAC-SHA256 pseudonyms for every identifier, a per-person date "
-        "shift (intervals kept), age at index top-coded at 90, source values and provider, "
-        "care-site and location ids dropped; see manifest.json and data_dictionary.csv in "
-        "the folder."))
+    if c.deidentify:
+        note = ("Only the cohort's members and events in the window around each entry's index "
+                "date. De-identified: keyed HMAC-SHA256 pseudonyms for every identifier, a "
+                "per-person date shift (intervals kept), age at index top-coded at 90, source "
+                "values and provider, care-site and location ids dropped; see manifest.json "
+                "and data_dictionary.csv in the folder.")
+    else:
+        note = ("IDENTIFIABLE extraction (deidentify = false): original ids, dates and "
+                "values; recorded in manifest.json. Only the cohort's members and events in "
+                "the window around each entry's index date.")
+    return Section("Patient-level extraction", blocks, note=note)
 
 
 def _drop_flags(frame: pd.DataFrame) -> pd.DataFrame:
