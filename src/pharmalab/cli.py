@@ -374,6 +374,37 @@ def journey_pdc(
     out_console.print("written: " + ", ".join(str(p) for p in written))
 
 
+@journey_app.command("persistence")
+def journey_persistence(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    concept_id: Annotated[list[int], typer.Option(
+        "--concept-id", help="Drug concept of the class (repeatable; descendants included).")],
+    permissible_gap: Annotated[int, typer.Option(
+        "--permissible-gap", min=0, help="Largest gap in days that keeps an episode.")] = 60,
+    follow_up: Annotated[int | None, typer.Option(
+        "--follow-up", min=1, help="Days of follow-up from the first fill (default: to "
+                                   "observation end).")] = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
+    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
+    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+) -> None:
+    """Persistence of the first treatment episode (AdhereR episodes) at 6 and 12 months and
+    the Kaplan–Meier of time to discontinuation: persistence.csv, persistence_km.csv."""
+    from pharmalab import journey
+    from pharmalab.atomic import write_csv
+
+    db = _char_db(cdm, cdm_schema, vocab_schema, None)
+    result = journey.persistence(db, concept_id, permissible_gap=permissible_gap,
+                                 follow_up=follow_up, min_cell_count=min_cell_count)
+    written = [write_csv(out / "persistence.csv", result.table),
+               write_csv(out / "persistence_km.csv", result.km)]
+    _print_frame(result.table, "Persistence of the first episode")
+    median = "not reached" if result.median_days is None else f"{result.median_days:g} days"
+    out_console.print(f"median time to discontinuation: {median}")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
 @journey_app.command("pathways")
 def journey_pathways(
     cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
