@@ -178,3 +178,21 @@ def test_journey_commands(gibleed_demo_cohorts, tmp_path):
     _assert_one_line_error(
         _run("journey", "pdc", "--cdm", url, "--concept-id", 1118084, "--period-start",
              "2000-13-01", "--period-end", "2019-12-31"), "2000-13-01")
+
+
+def test_journey_bad_inputs_are_one_line(tmp_path):
+    path = tmp_path / "empty.duckdb"
+    import duckdb
+
+    duckdb.connect(str(path)).close()
+    url = f"duckdb://{path}"
+    _assert_one_line_error(
+        _run("journey", "pdc", "--cdm", url, "--concept-id", 10**20, "--period-start",
+             "2000-01-01", "--period-end", "2001-01-01"), "outside 0 … 2^63 − 1")
+    short = tmp_path / "short.key"
+    short.write_text("short")
+    _assert_one_line_error(
+        _run("journey", "pdc", "--cdm", url, "--concept-id", 1118084, "--period-start",
+             "2000-01-01", "--period-end", "2001-01-01", "--key-file", short,
+             "--out", tmp_path / "out"), "has 5 bytes; expected at least 16")
+    assert not (tmp_path / "out").exists()  # the key is checked before anything is written

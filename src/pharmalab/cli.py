@@ -343,8 +343,9 @@ def journey_pdc(
         "--concept-id", help="Drug concept of the class (repeatable; descendants included).")],
     period_start: Annotated[str, typer.Option("--period-start", help="YYYY-MM-DD.")],
     period_end: Annotated[str, typer.Option("--period-end", help="YYYY-MM-DD.")],
-    min_fills: Annotated[int, typer.Option("--min-fills", min=1)] = 2,
-    min_days_before_end: Annotated[int, typer.Option("--min-days-before-end", min=0)] = 91,
+    min_fills: Annotated[int, typer.Option("--min-fills", min=1, max=100_000)] = 2,
+    min_days_before_end: Annotated[int, typer.Option(
+        "--min-days-before-end", min=0, max=1_000_000)] = 91,
     threshold: Annotated[float, typer.Option("--threshold", min=0, max=1)] = 0.8,
     permissible_gap: Annotated[int, typer.Option(
         "--permissible-gap", min=0, help="Days (persistence episodes).")] = 60,
@@ -362,6 +363,7 @@ def journey_pdc(
     persistence.csv and support_list.csv (pseudonyms only)."""
     from pharmalab.journey.outputs import run_journey
 
+    _cohort_ids("--concept-id", *concept_id)
     db = _char_db(cdm, cdm_schema, vocab_schema, None)
     written, blocks = run_journey(
         db, out, concept_id, period_start, period_end, min_fills=min_fills,
@@ -430,6 +432,9 @@ def journey_pathways(
 
     _cohort_ids("--target-id/--event-id", target_id, *event_id)
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    from pharmalab.study.steps import _require_cohorts
+
+    _require_cohorts(db, [target_id, *event_id])
     names = _cohort_names(db)
     settings = journey.PathwaySettings(
         era_collapse_size=era_collapse_size, combination_window=combination_window,
@@ -445,7 +450,7 @@ def journey_pathways(
 def _cohort_ids(option: str, *ids) -> None:
     for value in ids:
         if value is not None and not 0 <= value < 2**63:
-            raise PharmalabInputError(f"{option}: cohort id {value} is outside 0 … 2^63 − 1")
+            raise PharmalabInputError(f"{option}: id {value} is outside 0 … 2^63 − 1")
 
 
 def _cohort_names(db) -> dict[int, str]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import numbers
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -200,7 +201,9 @@ class PdcResult:
             0, "stratum_value", [_age_label(int(g), breaks) for g in by_age.pop("age_group")]
         )
         by_age.insert(0, "stratum", "age group")
-        frame = pd.concat([overall, by_gender, by_age], ignore_index=True)
+        with warnings.catch_warnings():  # pandas warns on concatenating all-NA columns
+            warnings.simplefilter("ignore", FutureWarning)
+            frame = pd.concat([overall, by_gender, by_age], ignore_index=True)
         frame["patients"] = frame["patients"].fillna(0).astype("int64")
         frame["adherent"] = frame["adherent"].fillna(0).astype("int64")
         frame["share_adherent"] = (frame["adherent"] / frame["patients"]).astype("float64")

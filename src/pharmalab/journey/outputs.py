@@ -45,6 +45,7 @@ def run_journey(db: Database, folder: str | os.PathLike, concept_ids, period_sta
         Bad concept ids, dates or settings (from :func:`pdc` and :func:`persistence`).
     """
     folder = Path(folder)
+    key = read_key(key_file=key_file) if support else None  # a bad key stops us before work
     adherence = pdc(db, concept_ids, period_start, period_end, min_fills=min_fills,
                     min_days_before_end=min_days_before_end, threshold=threshold,
                     min_cell_count=min_cell_count)
@@ -55,7 +56,6 @@ def run_journey(db: Database, folder: str | os.PathLike, concept_ids, period_sta
                write_csv(folder / PERSISTENCE_FILE, kept.table)]
     note = "Not asked for (support_list = false)."
     if support:
-        key = read_key(key_file=key_file)
         episodes = treatment_episodes(db, concept_ids, permissible_gap=permissible_gap)
         first = episodes.filter(episodes.episode_id == 1).select(
             "person_id", "duration_days", "discontinued").to_pandas()

@@ -80,6 +80,6 @@ def support_list(
         "pdc": pd.to_numeric(merged.pdc, errors="coerce").astype("float64"),
         "first_episode_days": pd.to_numeric(merged.first_episode_days,
                                             errors="coerce").astype("Int64"),
-        "discontinued": merged.discontinued.fillna(False).astype("boolean"),
+        "discontinued": merged.discontinued.astype("boolean").fillna(False),
     })
     return out.sort_values("person_pseudonym", ignore_index=True)

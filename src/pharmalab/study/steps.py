@@ -18,7 +18,7 @@ from pharmalab import cdm, characterize, cohorts, sales
 from pharmalab.atomic import write_csv, write_text
 from pharmalab.characterize import outputs as char_outputs
 from pharmalab.engine import Database, database
-from pharmalab.errors import PharmalabError, StudyConfigError
+from pharmalab.errors import PharmalabError, PharmalabInputError, StudyConfigError
 from pharmalab.privacy import suppress
 from pharmalab.report import Section, figure, keyvalues, table, text
 from pharmalab.study.config import Study
@@ -447,7 +447,8 @@ def _journey(ctx: StepContext, tick: Tick) -> Section:
         text(blocks["support_note"], caption="Patients who may need support"),
     ], note=("PDC by the PQA rules: overlapping fills of the same ingredient shifted, "
              "different ingredients not; days supply missing or 0 taken from the exposure "
-             "dates (GiBleed records none, so every fill counts one day and PDC is low). "
+             "dates (counted in the output). Persistence and the support list use each "
+             "patient's whole history, not only the measurement period. "
              "Persistence: AdhereR treatment episodes, carry-over for the same medication "
              "only, a change of medication starts a new episode."))
 
@@ -464,6 +465,7 @@ def _pathways(ctx: StepContext, tick: Tick) -> Section:
         min_era_duration=c.min_era_duration,
         min_post_combination_duration=c.min_post_combination_duration,
         max_path_length=c.max_path_length, filter=c.filter)
+    _require_cohorts(ctx.db, [c.target, *c.event_cohorts])
     result = journey.treatment_pathways(ctx.db, c.target, events, settings,
                                         min_cell_count=ctx.study.study.min_cell_count)
     _write(ctx.output("journey", "pathways.csv"), result.table)
@@ -476,6 +478,18 @@ def _pathways(ctx: StepContext, tick: Tick) -> Section:
         figure(journey.sankey_figure(result), caption="Pathways (Sankey)"),
     ], note="TreatmentPatterns semantics: events in the target period, eras collapsed, "
             "overlaps ≥ the combination window become combinations (A+B).")
+
+
+def _require_cohorts(db: Database, cohort_ids: list[int]) -> None:
+    """Raise naming the cohorts with no rows in the results ``cohort`` table."""
+    cohort = db.table("cohort", "results")
+    present = cohort.filter(cohort.cohort_definition_id.isin(cohort_ids))
+    found = set(present.select(c=present.cohort_definition_id.cast("int64")).distinct()
+                .to_pandas().c.tolist())
+    missing = [c for c in cohort_ids if c not in found]
+    if missing:
+        raise PharmalabInputError(f"cohorts {missing} have no rows in the results cohort "
+                                  "table; generate them first (pharmalab cohorts generate)")
 
 
 def _drop_flags(frame: pd.DataFrame) -> pd.DataFrame:
