@@ -278,3 +278,12 @@ def test_spark_episodes_equal_duckdb(spark_gibleed, gibleed_csv_db):
         pd.testing.assert_frame_equal(got, expected, check_dtype=False)
     finally:
         duck.con.disconnect()
+
+
+def test_a_first_episode_that_never_ended_is_persistent():
+    # with a gap allowance longer than any follow-up, only person 3 (who switched to B) is
+    # known to have stopped; the others are persistent through their follow-up
+    result = persistence(small_cohort(), [A, B], permissible_gap=100_000, min_cell_count=1)
+    table = result.unsuppressed_table
+    assert table.n_persons.tolist() == [5, 5]
+    assert table.n_persistent.tolist() == [4, 4]

@@ -295,7 +295,8 @@ def persistence(
     -------
     PersistenceResult
         Persistence at ``t`` days is the share of persons with at least ``t`` days of
-        follow-up (from the first fill) whose first episode lasts at least ``t`` days. The
+        follow-up (from the first fill) whose first episode lasts at least ``t`` days or never
+        ends (not ``discontinued``: it runs to the end of follow-up, as in AdhereR). The
         Kaplan–Meier curve takes the first episode's ``duration_days`` as time, with an event
         where it is ``discontinued`` and censoring otherwise (the episode runs to the
         follow-up end, or the last gap is still within ``permissible_gap`` there). Only the
@@ -320,7 +321,11 @@ def persistence(
     for months, days in checkpoints.items():
         eligible = follow >= days
         measures[f"n_{months}"] = eligible.cast("int64").sum()
-        measures[f"p_{months}"] = (eligible & (first.duration_days >= days)).cast("int64").sum()
+        # A first episode that never ended (its last gap stays within the permissible gap
+        # until follow-up ends) is persistent through follow-up, as AdhereR's episode that
+        # runs to the end of the follow-up window.
+        persistent = (first.duration_days >= days) | ~first.discontinued
+        measures[f"p_{months}"] = (eligible & persistent).cast("int64").sum()
     counts = first.aggregate(**measures).to_pandas().iloc[0]
     raw = pd.DataFrame({
         "months": pd.Series(list(checkpoints), dtype="int64"),
