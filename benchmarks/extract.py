@@ -31,7 +31,7 @@ import time
 
 import duckdb
 from _results import update_section
-from scaled_gibleed import OFFSET, WORK, base, build
+from scaled_gibleed import WORK, base, build, copy_scaled
 
 HERE_SRC = WORK.parent.parent / "src"
 COHORTS = (WORK.parent.parent / ".." / "shared" / "data" / "cohorts" / "cohortgenerator").resolve()
@@ -143,13 +143,7 @@ def build_full(n: int):
     for table in EXTRA_TABLES:
         if table in present:
             continue
-        select = ", ".join(
-            f"{name} + k * {OFFSET} as {name}"
-            if kind == "BIGINT" and name.endswith("_id") and not name.endswith("concept_id")
-            else name
-            for name, kind, *_ in con.execute(f"describe src.{table}").fetchall())
-        con.execute(f"create table {table} as select {select} "
-                    f"from src.{table}, (select range as k from range({n}))")
+        copy_scaled(con, table, con.execute(f"describe src.{table}").fetchall(), n)
     con.execute("checkpoint")
     con.close()
     tmp.rename(target)

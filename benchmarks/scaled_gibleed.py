@@ -52,14 +52,20 @@ def build(n: int) -> Path:
             if "person_id" not in {r[0] for r in described}:
                 con.execute(f"create table {table} as select * from src.{table}")
             continue
-        select = ", ".join(
-            f"{name} + k * {OFFSET} as {name}"
-            if kind == "BIGINT" and name.endswith("_id") and not name.endswith("concept_id")
-            else name
-            for name, kind, *_ in described)
-        con.execute(f"create table {table} as select {select} "
-                    f"from src.{table}, (select range as k from range({n}))")
+        copy_scaled(con, table, described, n)
     con.execute("checkpoint")
     con.close()
     tmp.rename(target)
     return target
+
+
+def copy_scaled(con, table: str, described, n: int) -> None:
+    """Create ``table`` as ``n`` copies of ``src.table``, every non-concept ``*_id`` offset
+    by ``k × OFFSET`` in copy ``k`` (``described``: DuckDB's ``describe`` rows)."""
+    select = ", ".join(
+        f"{name} + k * {OFFSET} as {name}"
+        if kind == "BIGINT" and name.endswith("_id") and not name.endswith("concept_id")
+        else name
+        for name, kind, *_ in described)
+    con.execute(f"create table {table} as select {select} "
+                f"from src.{table}, (select range as k from range({n}))")

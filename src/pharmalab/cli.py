@@ -30,6 +30,14 @@ journey_app = typer.Typer(help="Patient journey: adherence (PDC), persistence, p
                           no_args_is_help=True)
 app.add_typer(journey_app, name="journey")
 
+# Options shared by the commands that read a CDM.
+CdmURL = Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")]
+CdmSchema = Annotated[str | None, typer.Option("--cdm-schema")]
+VocabSchema = Annotated[str | None, typer.Option("--vocab-schema")]
+ResultsSchema = Annotated[str | None, typer.Option("--results-schema")]
+MinCellCount = Annotated[int, typer.Option(
+    min=1, help="Counts from 1 to this − 1 are suppressed (OHDSI minCellCount).")]
+
 console = Console(stderr=True)
 # Piped output (a log, a CI job) is not wrapped at 80 columns, so numbers stay on one line.
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -114,8 +122,8 @@ def cdm_load(
     cdm: Annotated[str, typer.Option("--cdm", help="Database URL, e.g. duckdb:///cdm.duckdb.")],
     cdm_version: Annotated[str | None, typer.Option(
         "--cdm-version", help="5.3 or 5.4 (default: from cdm_source).")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
 ) -> None:
     """Load an OMOP CDM into a database, typed by the CDM specification."""
     from dataclasses import replace
@@ -151,9 +159,9 @@ def cdm_check(
     cdm: Annotated[str, typer.Option("--cdm", help="Database URL, e.g. duckdb:///cdm.duckdb.")],
     out: Annotated[Path, typer.Option(help="Folder for cdm_check.csv.")] = Path("."),
     cdm_version: Annotated[str | None, typer.Option("--cdm-version")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Check a CDM against the specification; write cdm_check.csv and print a summary."""
     from pharmalab import cdm as cdm_pkg
@@ -183,7 +191,7 @@ def cdm_check(
 
 @cohorts_app.command("generate")
 def cohorts_generate(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     cohorts: Annotated[Path, typer.Option(
         "--cohorts", help="Cohort set: folder with Cohorts.csv or <cohort_id>.json files.")],
     out: Annotated[Path, typer.Option(help="Folder for the cg_*.csv results.")] = Path("."),
@@ -191,12 +199,12 @@ def cohorts_generate(
         "--force", help="Regenerate cohorts whose definition is unchanged.")] = False,
     negative_controls: Annotated[Path | None, typer.Option(
         "--negative-controls", help="CSV of negative-control outcome concepts.")] = None,
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    results_schema: ResultsSchema = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
     database_id: Annotated[str | None, typer.Option(
         "--database-id", help="database_id of the exports (default: cdm_source).")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Generate a cohort set into the results schema; export CohortGenerator's cg_*.csv."""
     from pharmalab import cohorts as cohorts_pkg
@@ -248,9 +256,9 @@ def cohorts_generate(
 
 @cohorts_app.command("counts")
 def cohorts_counts(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    cdm: CdmURL,
+    results_schema: ResultsSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Entries and subjects of every cohort in the results schema's cohort table."""
     from pharmalab import cohorts as cohorts_pkg
@@ -270,7 +278,7 @@ def cohorts_counts(
 
 @app.command()
 def extract(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     cohort_id: Annotated[int, typer.Option("--cohort-id", help="Cohort to extract.")],
     out: Annotated[Path, typer.Option(help="Extraction folder (written atomically).")],
     window: Annotated[str, typer.Option(
@@ -302,9 +310,9 @@ def extract(
         "--generalize-concepts", help="Replace concepts held by fewer than --k-min persons "
                                       "by their nearest ancestor held by enough, or 'other'.")
     ] = False,
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
+    results_schema: ResultsSchema = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
 ) -> None:
     """Patient-level data of a cohort's members in a window around each index date, one
     Parquet dataset per CDM table, de-identified by default, with data_dictionary.csv,
@@ -338,7 +346,7 @@ def extract(
 
 @journey_app.command("pdc")
 def journey_pdc(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     concept_id: Annotated[list[int], typer.Option(
         "--concept-id", help="Drug concept of the class (repeatable; descendants included).")],
     period_start: Annotated[str, typer.Option("--period-start", help="YYYY-MM-DD.")],
@@ -355,9 +363,9 @@ def journey_pdc(
              "discontinued episode).")] = True,
     key_file: Annotated[Path | None, typer.Option("--key-file")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """PQA Proportion of Days Covered, MPR and persistence of a drug class: pdc_summary.csv,
     persistence.csv and support_list.csv (pseudonyms only)."""
@@ -378,7 +386,7 @@ def journey_pdc(
 
 @journey_app.command("persistence")
 def journey_persistence(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     concept_id: Annotated[list[int], typer.Option(
         "--concept-id", help="Drug concept of the class (repeatable; descendants included).")],
     permissible_gap: Annotated[int, typer.Option(
@@ -387,9 +395,9 @@ def journey_persistence(
         "--follow-up", min=1, help="Days of follow-up from the first fill (default: to "
                                    "observation end).")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Persistence of the first treatment episode (AdhereR episodes) at 6 and 12 months and
     the Kaplan–Meier of time to discontinuation: persistence.csv, persistence_km.csv."""
@@ -409,7 +417,7 @@ def journey_persistence(
 
 @journey_app.command("pathways")
 def journey_pathways(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     target_id: Annotated[int, typer.Option("--target-id", help="Target cohort id.")],
     event_id: Annotated[list[int], typer.Option(
         "--event-id", help="Event cohort id (repeatable); labelled by its cohort name.")],
@@ -421,10 +429,10 @@ def journey_pathways(
         "--filter", help="first, changes or all (TreatmentPatterns filterTreatments).")
     ] = "first",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    results_schema: ResultsSchema = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Treatment pathways (TreatmentPatterns semantics) of a target cohort: pathways.csv."""
     from pharmalab import journey
@@ -471,17 +479,17 @@ def _char_db(cdm: str, cdm_schema, vocab_schema, results_schema):
 
 @app.command()
 def characterize(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     target_id: Annotated[int, typer.Option("--target-id", help="Target cohort id.")],
     comparator_id: Annotated[int | None, typer.Option(
         "--comparator-id", help="Comparator cohort id: adds table_one.csv with SMDs.")] = None,
     condition_table: Annotated[str, typer.Option(
         "--condition-table", help="condition_era or condition_occurrence.")] = "condition_era",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    results_schema: ResultsSchema = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Baseline characteristics (FeatureExtraction-style) of a cohort; Table 1 with SMDs
     against a comparator. Writes baseline_characteristics.csv [and table_one.csv]."""
@@ -511,7 +519,7 @@ def characterize(
 
 @app.command()
 def incidence(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     design: Annotated[Path | None, typer.Option(
         "--design", help="A CohortIncidence design (JSON); replaces the options below.")] = None,
     target_id: Annotated[list[int] | None, typer.Option(
@@ -530,10 +538,10 @@ def incidence(
     age_breaks: Annotated[str | None, typer.Option(
         "--age-breaks", help="Age group breaks, e.g. 18,35,65.")] = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    results_schema: ResultsSchema = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Incidence proportions and rates with OHDSI CohortIncidence semantics; writes
     incidence_summary.csv."""
@@ -570,7 +578,7 @@ def incidence(
 
 @app.command()
 def survival(
-    cdm: Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")],
+    cdm: CdmURL,
     target_id: Annotated[int, typer.Option("--target-id", help="Target cohort id.")],
     outcome_id: Annotated[int, typer.Option("--outcome-id", help="Outcome cohort id.")],
     comparator_id: Annotated[int | None, typer.Option(
@@ -579,10 +587,10 @@ def survival(
     tar: Annotated[str, typer.Option(
         "--tar", help="Time at risk START:END, e.g. start+0:end+0.")] = "start+0:end+0",
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
-    results_schema: Annotated[str | None, typer.Option("--results-schema")] = None,
-    cdm_schema: Annotated[str | None, typer.Option("--cdm-schema")] = None,
-    vocab_schema: Annotated[str | None, typer.Option("--vocab-schema")] = None,
-    min_cell_count: Annotated[int, typer.Option(min=1)] = 5,
+    results_schema: ResultsSchema = None,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    min_cell_count: MinCellCount = 5,
 ) -> None:
     """Kaplan–Meier from cohort entry to the first outcome (censored at the end of the time
     at risk or death); log-rank test for two cohorts. Writes km_survival.csv and
