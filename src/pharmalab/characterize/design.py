@@ -161,7 +161,32 @@ def simple_design(
     strata: Strata | None = None,
     names: Mapping[int, str] | None = None,
 ) -> IncidenceDesign:
-    """Every target × outcome × window, outcome ids numbered 1, 2, … in the order given."""
+    """A design of every target × outcome × window, outcome ids numbered 1, 2, … in order.
+
+    Parameters
+    ----------
+    target_ids, outcome_cohort_ids
+        ``cohort_definition_id`` values of the target and outcome cohorts.
+    tars
+        Time-at-risk windows (distinct ids).
+    clean_window
+        Days after each outcome not at risk, for every outcome (CohortIncidence
+        ``cleanWindow``).
+    strata
+        Age / gender / start-year strata (default: overall only).
+    names
+        Cohort names by id, used as ``target_name`` and ``outcome_name``.
+
+    Returns
+    -------
+    IncidenceDesign
+        One analysis (CohortIncidence ``analysisList`` entry).
+
+    Raises
+    ------
+    PharmalabInputError
+        Ids given twice, or outside 0 … 2^63 − 1.
+    """
     names = dict(names or {})
     for kind, ids in (("target", target_ids), ("outcome", outcome_cohort_ids),
                       ("time-at-risk", [t.id for t in tars])):
