@@ -42,3 +42,9 @@ class StepFailedError(PharmalabError):
 class CohortDefinitionError(PharmalabInputError):
     """A cohort set or definition that cannot be used: missing file, duplicate id, invalid
     Circe JSON or YAML (the message names the file and the field)."""
+
+
+class SupplyInputError(PharmalabInputError):
+    """Invalid inventory-policy input: a negative lead time, a service level outside (0, 1),
+    a non-positive cost or standard deviation, an unsupported demand distribution (the message
+    names the argument and what was expected)."""

@@ -1,0 +1,201 @@
+"""Base models: statsforecast's local models, intermittent-demand models, a LightGBM global
+model (mlforecast), and a naive fallback for series too short for the others.
+
+Every function returns wide frames with one column per model, as Nixtla's libraries do.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pharmalab.errors import PharmalabInputError
+
+# LightGBM's OpenMP threads spin-wait when the other core is busy (../shared/KNOWN.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+SMOOTH_MODELS = ("SeasonalNaive", "AutoETS", "AutoTheta")
+INTERMITTENT_MODELS = ("CrostonSBA", "ADIDA", "TSB")
+GLOBAL_MODELS = ("LightGBM",)
+OPTIONAL_MODELS = ("AutoARIMA",)
+DEFAULT_MODELS = SMOOTH_MODELS + INTERMITTENT_MODELS + GLOBAL_MODELS
+KNOWN_MODELS = DEFAULT_MODELS + OPTIONAL_MODELS
+FALLBACK = "Naive fallback"
+#: AutoETS fits no seasonal model for seasons this long (statsforecast 2.1.1 silently drops
+#: the season at 52, ../shared/KNOWN.md); MSTL with an ETS trend takes its place.
+LONG_SEASON = 24
+
+
+def check_models(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate model names (case-sensitive, as statsforecast spells them)."""
+    unknown = [n for n in names if n not in KNOWN_MODELS]
+    if unknown or not names:
+        raise PharmalabInputError(
+            f"unknown model(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"expected some of {', '.join(KNOWN_MODELS)}")
+    return tuple(dict.fromkeys(names))
+
+
+def local_models(names: Sequence[str], season_length: int) -> list:
+    """statsforecast model objects for the local (per-series) models among ``names``.
+
+    AutoARIMA is our :class:`pharmalab.forecast.arima.AutoARIMA` when available (it
+    re-maximizes statsforecast's likelihood, which 2.1.1's optimizer stops short of).
+    """
+    from statsforecast import models as sm
+
+    out = []
+    for name in names:
+        if name == "SeasonalNaive":
+            out.append(sm.SeasonalNaive(season_length=season_length))
+        elif name == "AutoETS":
+            if season_length > LONG_SEASON:
+                out.append(sm.MSTL(season_length=season_length,
+                                   trend_forecaster=sm.AutoETS(model="ZZN"), alias="AutoETS"))
+            else:
+                out.append(sm.AutoETS(season_length=season_length))
+        elif name == "AutoTheta":
+            out.append(sm.AutoTheta(season_length=season_length))
+        elif name == "AutoARIMA":
+            out.append(_auto_arima(season_length))
+        elif name == "CrostonSBA":
+            out.append(sm.CrostonSBA())
+        elif name == "ADIDA":
+            out.append(sm.ADIDA())
+        elif name == "TSB":
+            out.append(sm.TSB(alpha_d=0.1, alpha_p=0.1))
+    return out
+
+
+def _auto_arima(season_length: int):
+    try:
+        from pharmalab.forecast.arima import AutoARIMA
+    except ImportError:  # pragma: no cover - the module ships with the package
+        from statsforecast.models import AutoARIMA
+    return AutoARIMA(season_length=season_length)
+
+
+def local_cross_validation(series: pd.DataFrame, names: Sequence[str], *, freq: str,
+                           season_length: int, horizon: int, n_windows: int, step: int,
+                           n_jobs: int) -> pd.DataFrame:
+    """Rolling-origin forecasts of the local models.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``unique_id``, ``ds``, ``cutoff``, ``y`` and one float64 column per model.
+    """
+    from statsforecast import StatsForecast
+
+    models = local_models(names, season_length)
+    if not models or series.empty:
+        return _empty_cv(series, names)
+    sf = StatsForecast(models=models, freq=freq, n_jobs=n_jobs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cv = sf.cross_validation(df=series, h=horizon, n_windows=n_windows, step_size=step)
+    return cv.reset_index(drop=True)
+
+
+def local_forecast(series: pd.DataFrame, names: Sequence[str], *, freq: str,
+                   season_length: int, horizon: int, n_jobs: int) -> pd.DataFrame:
+    """Forecasts of the local models from the end of each series: ``unique_id, ds`` + models."""
+    from statsforecast import StatsForecast
+
+    models = local_models(names, season_length)
+    if not models or series.empty:
+        return pd.DataFrame(columns=["unique_id", "ds", *names])
+    sf = StatsForecast(models=models, freq=freq, n_jobs=n_jobs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return sf.forecast(df=series, h=horizon).reset_index(drop=True)
+
+
+def _lightgbm(season_length: int, freq: str, seed: int):
+    import lightgbm as lgb
+    from mlforecast import MLForecast
+    from mlforecast.lag_transforms import RollingMean
+    from mlforecast.target_transforms import Differences, LocalStandardScaler
+
+    # Seasonal differencing and per-series scaling: on PBS, raw levels give a mean MASE of
+    # 140 and the transformed target 2.1 (../shared/KNOWN.md).
+    lags = sorted({1, 2, 3, season_length, 2 * season_length} if season_length > 1 else {1, 2, 3})
+    date_features = {"MS": ["month"], "M": ["month"], "D": ["dayofweek", "month"],
+                     "QS": ["quarter"], "Q": ["quarter"]}.get(freq, [])
+    if freq.startswith("W"):
+        date_features = ["week"]
+    return MLForecast(
+        models={"LightGBM": lgb.LGBMRegressor(n_estimators=300, learning_rate=0.05,
+                                              num_leaves=31, min_child_samples=20,
+                                              random_state=seed, n_jobs=2, verbose=-1)},
+        freq=freq, lags=lags, lag_transforms={1: [RollingMean(window_size=season_length)]},
+        date_features=date_features,
+        target_transforms=[Differences([season_length]), LocalStandardScaler()],
+    )
+
+
+def _static_features(series: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Hierarchy levels as categorical features: the depth and each part of ``unique_id``."""
+    ids = pd.Series(series["unique_id"].unique())
+    parts = ids.str.split("/", expand=True)
+    static = pd.DataFrame({"unique_id": ids, "depth": ids.str.count("/")})
+    names = ["depth"]
+    for i in range(parts.shape[1]):
+        static[f"level_{i}"] = parts[i].fillna("_")
+        names.append(f"level_{i}")
+    out = series.merge(static, on="unique_id", how="left")
+    for name in names:
+        out[name] = out[name].astype("category")
+    return out, names
+
+
+def global_cross_validation(series: pd.DataFrame, *, freq: str, season_length: int,
+                            horizon: int, n_windows: int, step: int, seed: int = 0
+                            ) -> pd.DataFrame:
+    """Rolling-origin forecasts of the LightGBM global model (one model for all series).
+
+    Returns ``unique_id, ds, cutoff, y, LightGBM`` (float64, clipped at 0).
+    """
+    data, static = _static_features(series)
+    mlf = _lightgbm(season_length, freq, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cv = mlf.cross_validation(df=data, h=horizon, n_windows=n_windows, step_size=step,
+                                  static_features=static)
+    cv["LightGBM"] = cv["LightGBM"].clip(lower=0)
+    return cv[["unique_id", "ds", "cutoff", "y", "LightGBM"]].reset_index(drop=True)
+
+
+def global_forecast(series: pd.DataFrame, *, freq: str, season_length: int, horizon: int,
+                    seed: int = 0) -> pd.DataFrame:
+    """LightGBM forecasts from the end of each series: ``unique_id, ds, LightGBM``."""
+    data, static = _static_features(series)
+    mlf = _lightgbm(season_length, freq, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mlf.fit(data, static_features=static)
+        out = mlf.predict(horizon)
+    out["LightGBM"] = out["LightGBM"].clip(lower=0)
+    return out[["unique_id", "ds", "LightGBM"]].reset_index(drop=True)
+
+
+def naive_fallback(history: pd.DataFrame, cutoff: pd.Timestamp, dates: Sequence[pd.Timestamp],
+                   season_length: int) -> np.ndarray:
+    """Seasonal naive from ``history`` up to ``cutoff`` (naive when shorter than a season;
+    0 with no history): the fallback for series too short for the other models."""
+    y = history.loc[history["ds"] <= cutoff, "y"].to_numpy(dtype="float64")
+    h = len(dates)
+    if len(y) == 0:
+        return np.zeros(h)
+    if len(y) >= season_length:
+        last = y[-season_length:]
+        return np.array([last[i % season_length] for i in range(h)])
+    return np.full(h, y[-1])
+
+
+def _empty_cv(series: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=["unique_id", "ds", "cutoff", "y", *names])

@@ -1,0 +1,445 @@
+"""The forecasting loop: base models → per-series combination → reconciliation →
+conformal quantiles and sample paths, honestly backtested by rolling origin.
+
+Every choice for a backtest window (combination weights, reconciliation method, interval
+widths) uses only the windows before it, so the reported accuracy is out of sample. One extra
+window before the reported ones (the *warm-up* window) gives the first reported window a
+history to choose from. The final forecast uses every window.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from pharmalab.errors import PharmalabInputError
+from pharmalab.forecast import intervals, models, reconcile
+from pharmalab.forecast.demand import classify_demand
+from pharmalab.forecast.hierarchy import Hierarchy, build_hierarchy
+from pharmalab.forecast.metrics import seasonal_scales, summarize_metrics, window_metrics
+
+DEFAULT_QUANTILES = tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+
+@dataclass(frozen=True)
+class ForecastSettings:
+    """What to forecast and how (validated on creation).
+
+    Attributes
+    ----------
+    horizon
+        Periods ahead (e.g. 12 months).
+    backtest_windows
+        Rolling-origin windows reported (k); one more warm-up window is run before them.
+    step
+        Periods between window origins (default ``horizon``).
+    models
+        Base models (:data:`pharmalab.forecast.models.KNOWN_MODELS`); intermittent-demand
+        models are used only for series classified intermittent or lumpy.
+    reconcilers
+        Reconciliation methods to choose from by backtest.
+    quantiles, levels
+        Forecast quantiles (0 < q < 1) and central interval levels in percent.
+    n_paths
+        Sample paths per series (0: none).
+    tolerance
+        A reconciliation method is rejected when it makes a hierarchy level's MASE worse
+        than the unreconciled forecast by more than this fraction in earlier windows.
+    n_jobs, seed
+        Processes for statsforecast; seed of LightGBM and of the paths.
+    """
+
+    horizon: int = 12
+    backtest_windows: int = 3
+    step: int | None = None
+    models: tuple[str, ...] = models.DEFAULT_MODELS
+    reconcilers: tuple[str, ...] = reconcile.DEFAULT_RECONCILERS
+    quantiles: tuple[float, ...] = DEFAULT_QUANTILES
+    levels: tuple[int, ...] = (80, 95)
+    n_paths: int = 200
+    tolerance: float = 0.02
+    n_jobs: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.horizon < 1:
+            raise PharmalabInputError(f"horizon must be at least 1 period, got {self.horizon}")
+        if self.backtest_windows < 1:
+            raise PharmalabInputError(
+                f"backtest_windows must be at least 1, got {self.backtest_windows}")
+        if self.step is not None and self.step < 1:
+            raise PharmalabInputError(f"step must be at least 1 period, got {self.step}")
+        bad = [q for q in self.quantiles if not 0 < q < 1]
+        if bad:
+            raise PharmalabInputError(f"quantiles must be strictly between 0 and 1, got {bad}")
+        bad = [lv for lv in self.levels if not 0 < lv < 100]
+        if bad:
+            raise PharmalabInputError(f"interval levels must be between 0 and 100, got {bad}")
+        if self.n_paths < 0:
+            raise PharmalabInputError(f"n_paths must be ≥ 0, got {self.n_paths}")
+        object.__setattr__(self, "models", models.check_models(self.models))
+        object.__setattr__(self, "reconcilers", reconcile.check_reconcilers(self.reconcilers))
+
+    @property
+    def window_step(self) -> int:
+        return self.step or self.horizon
+
+
+@dataclass
+class ForecastResult:
+    """Everything the loop produced.
+
+    Attributes
+    ----------
+    forecast
+        ``unique_id``, ``ds``, ``mean`` (reconciled, ≥ 0), quantile columns ``q0.05`` …
+        ``q0.95`` and interval columns ``lo-80, hi-80, lo-95, hi-95`` (float64, unit of y).
+    paths
+        ``unique_id, ds, path, y``: coherent sample paths (empty when ``n_paths`` is 0).
+    backtest
+        The reported windows' forecasts, as ``forecast`` plus ``cutoff`` and ``y`` (actual).
+    metrics
+        Per series and window: :func:`~pharmalab.forecast.metrics.window_metrics` columns
+        plus ``level``.
+    summary
+        :func:`~pharmalab.forecast.metrics.summarize_metrics` of ``metrics``.
+    model_choice
+        Per series: ``level``, ``demand_class``, ``adi``, ``cv2``, ``fallback`` (reason or
+        empty), ``best_model``, ``weight_<model>`` (final combination weights, sum 1) and
+        ``mase_<model>`` (mean backtest MASE of each base model).
+    reconciliation
+        Per window (and ``final``): ``cutoff``, ``method``, ``reason``, and the mean MASE of
+        every method in that window.
+    hierarchy
+        Summing matrix and tags.
+    notes, timings
+        What the loop did that a reader should know; seconds per stage.
+    """
+
+    forecast: pd.DataFrame
+    paths: pd.DataFrame
+    backtest: pd.DataFrame
+    metrics: pd.DataFrame
+    summary: pd.DataFrame
+    model_choice: pd.DataFrame
+    reconciliation: pd.DataFrame
+    hierarchy: Hierarchy
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
+             hierarchy: Sequence[str] = (), grouped_levels: Sequence[Sequence[str]] = (),
+             settings: ForecastSettings | None = None, progress=None) -> ForecastResult:
+    """Backtest and forecast sales series with the default pipeline.
+
+    Parameters
+    ----------
+    frame
+        Bottom-level sales: ``unique_id`` (str), ``ds`` (datetime64), ``y`` (float64 ≥ 0),
+        plus the ``hierarchy`` columns (str), as :class:`pharmalab.sales.SalesData.frame`.
+        Every series must end at the same period.
+    freq, season_length
+        pandas frequency (``'MS'``, ``'W-SUN'``, ``'D'``) and periods per season.
+    hierarchy, grouped_levels
+        See :func:`~pharmalab.forecast.hierarchy.build_hierarchy`.
+    settings
+        :class:`ForecastSettings` (defaults: 12 periods, 3 windows, every default model).
+    progress
+        Optional callable ``progress(stage: str)`` called as stages start.
+
+    Returns
+    -------
+    ForecastResult
+
+    Raises
+    ------
+    PharmalabInputError
+        Series ending at different periods, or too short for one window of the horizon.
+
+    References
+    ----------
+    Rolling origin: Tashman (2000). Combination weights ∝ 1 / backtest MASE: Stock & Watson
+    (2004), Kolassa (2011). Reconciliation: Wickramasuriya, Athanasopoulos & Hyndman (2019)
+    MinT; Gross & Sohl (1990) top-down by forecast proportions (Athanasopoulos et al. 2009).
+    Intermittent demand: Syntetos & Boylan (2005) SBA; Nikolopoulos et al. (2011) ADIDA;
+    Teunter, Syntetos & Babai (2011) TSB.
+    """
+    settings = settings or ForecastSettings()
+    say = progress or (lambda stage: None)
+    timings: dict[str, float] = {}
+    notes: list[str] = []
+    clock = time.perf_counter()
+
+    say("aggregating the hierarchy")
+    hier = build_hierarchy(frame, hierarchy, grouped_levels)
+    series = hier.series
+    level_of = hier.level_of
+    _check_ends(series)
+    h, step, n_total = settings.horizon, settings.window_step, settings.backtest_windows + 1
+    lengths = series.groupby("unique_id").size()
+    min_cv = (n_total - 1) * step + h + 2 * season_length
+    cv_ids = lengths.index[lengths >= min_cv]
+    final_ids = lengths.index[lengths >= 2 * season_length]
+    if lengths.max() < h + (n_total - 1) * step + 1:
+        raise PharmalabInputError(
+            f"the longest series has {lengths.max()} periods: too short for "
+            f"{n_total} rolling-origin windows of {h} periods ({n_total - 1} for the backtest "
+            f"and one warm-up); reduce --horizon or --backtest-windows")
+    last = series["ds"].max()
+    offset = pd.tseries.frequencies.to_offset(freq)
+    cutoffs = [last - offset * (h + (n_total - 1 - i) * step) for i in range(n_total)]
+    timings["prepare"] = time.perf_counter() - clock
+
+    # 1. Base models over every window (warm-up + reported).
+    say("base models: rolling origin")
+    clock = time.perf_counter()
+    local_names = [m for m in settings.models if m not in models.GLOBAL_MODELS]
+    cv_series = series[series["unique_id"].isin(cv_ids)]
+    base_cv = models.local_cross_validation(
+        cv_series, local_names, freq=freq, season_length=season_length, horizon=h,
+        n_windows=n_total, step=step, n_jobs=settings.n_jobs)
+    timings["local models (backtest)"] = time.perf_counter() - clock
+    if "LightGBM" in settings.models and len(cv_ids):
+        clock = time.perf_counter()
+        gcv = models.global_cross_validation(cv_series, freq=freq, season_length=season_length,
+                                             horizon=h, n_windows=n_total, step=step,
+                                             seed=settings.seed)
+        base_cv = base_cv.merge(gcv.drop(columns="y"), on=["unique_id", "ds", "cutoff"],
+                                how="left") if len(base_cv) else gcv
+        timings["LightGBM (backtest)"] = time.perf_counter() - clock
+    base_cv = _with_fallback_cv(base_cv, series, cv_ids, cutoffs, h, offset, season_length)
+    model_cols = [m for m in (*settings.models, models.FALLBACK) if m in base_cv.columns]
+    short = sorted(set(lengths.index) - set(cv_ids))
+    if short:
+        notes.append(
+            f"{len(short)} series have fewer than {min_cv} periods (two seasons before the "
+            f"first of {n_total} windows): the naive fallback forecasts them in the backtest"
+            + (f"; {len(set(lengths.index) - set(final_ids))} of them also in the final "
+               "forecast" if len(set(lengths.index) - set(final_ids)) else "")
+            + f" ({', '.join(short[:5])}{' …' if len(short) > 5 else ''})")
+
+    # 2. Per-window combination, reconciliation and conformal quantiles.
+    say("combining, reconciling, calibrating")
+    clock = time.perf_counter()
+    scales = {c: seasonal_scales(series[series["ds"] <= c], season_length) for c in cutoffs}
+    classes = {c: classify_demand(series[series["ds"] <= c]).set_index("unique_id")
+               for c in cutoffs}
+    model_mase = _model_mase(base_cv, model_cols, scales)
+    probs = intervals.interval_probs(settings.quantiles, settings.levels)
+    rec_history, chosen_rows, decisions = [], [], []
+    default = ("TopDown_forecast_proportions" if hier.is_strict
+               and "TopDown_forecast_proportions" in settings.reconcilers else "BottomUp")
+    for k, cutoff in enumerate(cutoffs):
+        rows = base_cv[base_cv["cutoff"] == cutoff]
+        allowed = _allowed(rows["unique_id"].unique(), model_cols, classes[cutoff])
+        weights = _weights(model_mase[model_mase["cutoff"] < cutoff], allowed)
+        combined = _combine(rows, weights, model_cols)
+        wide = combined.pivot(index="unique_id", columns="ds", values="mean")
+        earlier = (pd.concat(chosen_rows) if chosen_rows else None)
+        candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=earlier)
+        history = pd.concat(rec_history) if rec_history else pd.DataFrame(
+            columns=["unique_id", "cutoff", "method", "mase"])
+        method, reason = reconcile.choose_reconciler(history, level_of, default,
+                                                     settings.tolerance)
+        if method not in candidates:
+            method, reason = default, f"{method} could not run here: default"
+        actual = rows[["unique_id", "ds", "y"]].drop_duplicates(["unique_id", "ds"])
+        window_scores = {}
+        for name, rec in [("unreconciled", wide.clip(lower=0)), *candidates.items()]:
+            long = _long(rec).merge(actual, on=["unique_id", "ds"]).assign(cutoff=cutoff)
+            m = window_metrics(long, scales[cutoff])[["unique_id", "cutoff", "mase"]]
+            rec_history.append(m.assign(method=name))
+            window_scores[name] = m["mase"].mean()
+            if name == method:
+                chosen_rows.append(long)
+        decisions.append({"cutoff": cutoff, "window": "warm-up" if k == 0 else "backtest",
+                          "method": method, "reason": reason,
+                          **{f"mase_{n}": s for n, s in window_scores.items()}})
+    timings["combine and reconcile (backtest)"] = time.perf_counter() - clock
+
+    # Conformal quantiles of each reported window from the windows before it.
+    clock = time.perf_counter()
+    chosen = pd.concat(chosen_rows, ignore_index=True)
+    scale_frame = pd.concat(scales, names=["cutoff"]).swaplevel().sort_index()
+    scale_series = scale_frame["mae_scale"]
+    backtest_parts = []
+    for cutoff in cutoffs[1:]:
+        earlier = chosen[chosen["cutoff"] < cutoff]
+        errs = intervals.scaled_errors(earlier, scale_series)
+        q_table = intervals.error_quantiles(errs, probs, h)
+        this = chosen[chosen["cutoff"] == cutoff]
+        with_q = intervals.add_quantiles(this[["unique_id", "ds", "mean"]],
+                                         scales[cutoff]["mae_scale"], q_table, probs,
+                                         settings.levels)
+        backtest_parts.append(with_q.merge(this[["unique_id", "ds", "y", "cutoff"]],
+                                           on=["unique_id", "ds"]))
+    backtest = pd.concat(backtest_parts, ignore_index=True)
+    metrics = window_metrics(backtest, scale_frame, settings.quantiles, settings.levels)
+    metrics.insert(1, "level", metrics["unique_id"].map(level_of))
+    summary = summarize_metrics(metrics, level_of)
+    timings["quantiles and metrics (backtest)"] = time.perf_counter() - clock
+
+    # 3. Final forecast from the end of the data, with choices made on every window.
+    say("final forecast")
+    clock = time.perf_counter()
+    final_series = series[series["unique_id"].isin(final_ids)]
+    base = models.local_forecast(final_series, local_names, freq=freq,
+                                 season_length=season_length, horizon=h,
+                                 n_jobs=settings.n_jobs)
+    if "LightGBM" in settings.models and len(final_ids):
+        gfc = models.global_forecast(final_series, freq=freq, season_length=season_length,
+                                     horizon=h, seed=settings.seed)
+        base = base.merge(gfc, on=["unique_id", "ds"], how="left") if len(base) else gfc
+    base = _with_fallback_final(base, series, final_ids, last, h, offset, season_length)
+    final_classes = classify_demand(series).set_index("unique_id")
+    allowed = _allowed(base["unique_id"].unique(), model_cols, final_classes)
+    weights = _weights(model_mase, allowed)
+    combined = _combine(base, weights, model_cols)
+    wide = combined.pivot(index="unique_id", columns="ds", values="mean")
+    candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=chosen)
+    reported = pd.concat(rec_history)
+    method, reason = reconcile.choose_reconciler(
+        reported[reported["cutoff"] > cutoffs[0]], level_of, default, settings.tolerance)
+    if method not in candidates:
+        method, reason = default, f"{method} could not run here: default"
+    decisions.append({"cutoff": last, "window": "final", "method": method, "reason": reason})
+    final_mean = candidates[method]
+    all_errors = intervals.scaled_errors(chosen, scale_series)
+    final_scales = seasonal_scales(series, season_length)["mae_scale"]
+    q_table = intervals.error_quantiles(all_errors, probs, h)
+    result_forecast = intervals.add_quantiles(_long(final_mean), final_scales, q_table, probs,
+                                              settings.levels)
+    timings["final forecast"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    paths = pd.DataFrame(columns=["unique_id", "ds", "path", "y"])
+    if settings.n_paths:
+        paths = intervals.sample_paths(
+            final_mean.loc[hier.bottom_ids], final_scales, all_errors, hier.S(),
+            hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed)
+    timings["sample paths"] = time.perf_counter() - clock
+
+    choice = _model_choice(weights, model_mase, final_classes, level_of, cv_ids, final_ids,
+                           lengths, model_cols)
+    return ForecastResult(
+        forecast=result_forecast, paths=paths, backtest=backtest, metrics=metrics,
+        summary=summary, model_choice=choice, reconciliation=pd.DataFrame(decisions),
+        hierarchy=hier, notes=notes, timings=timings)
+
+
+def _check_ends(series: pd.DataFrame) -> None:
+    ends = series.groupby("unique_id")["ds"].max()
+    if ends.nunique() > 1:
+        early = ends[ends < ends.max()]
+        raise PharmalabInputError(
+            f"every series must end at the same period ({ends.max():%Y-%m-%d}); "
+            f"{len(early)} end earlier, e.g. {early.index[0]!r} at {early.iloc[0]:%Y-%m-%d}")
+
+
+def _with_fallback_cv(base_cv, series, cv_ids, cutoffs, h, offset, season_length):
+    short = sorted(set(series["unique_id"]) - set(cv_ids))
+    if not short:
+        return base_cv
+    rows = []
+    for uid, hist in series[series["unique_id"].isin(short)].groupby("unique_id"):
+        actual = hist.set_index("ds")["y"]
+        for cutoff in cutoffs:
+            dates = [cutoff + offset * (i + 1) for i in range(h)]
+            values = models.naive_fallback(hist, cutoff, dates, season_length)
+            rows.append(pd.DataFrame({"unique_id": uid, "ds": dates, "cutoff": cutoff,
+                                      "y": actual.reindex(dates).fillna(0).to_numpy(),
+                                      models.FALLBACK: values}))
+    return pd.concat([base_cv, *rows], ignore_index=True)
+
+
+def _with_fallback_final(base, series, final_ids, last, h, offset, season_length):
+    short = sorted(set(series["unique_id"]) - set(final_ids))
+    if not short:
+        return base
+    dates = [last + offset * (i + 1) for i in range(h)]
+    rows = [pd.DataFrame({"unique_id": uid, "ds": dates,
+                          models.FALLBACK: models.naive_fallback(hist, last, dates,
+                                                                 season_length)})
+            for uid, hist in series[series["unique_id"].isin(short)].groupby("unique_id")]
+    return pd.concat([base, *rows], ignore_index=True)
+
+
+def _model_mase(base_cv: pd.DataFrame, model_cols: list[str], scales: dict) -> pd.DataFrame:
+    """MASE of each base model per (unique_id, cutoff)."""
+    parts = []
+    for cutoff, rows in base_cv.groupby("cutoff"):
+        err = rows[model_cols].sub(rows["y"], axis=0).abs().groupby(rows["unique_id"]).mean()
+        scale = scales[cutoff]["mae_scale"].reindex(err.index)
+        mase = err.div(scale.where(scale > 0), axis=0)
+        parts.append(mase.assign(cutoff=cutoff).reset_index())
+    return pd.concat(parts, ignore_index=True)
+
+
+def _allowed(ids, model_cols: list[str], classes: pd.DataFrame) -> pd.DataFrame:
+    """Which models may forecast which series (True/False, index unique_id)."""
+    intermittent = classes["intermittent"].reindex(ids).fillna(False).astype(bool)
+    out = pd.DataFrame(True, index=pd.Index(ids, name="unique_id"), columns=model_cols)
+    for m in models.INTERMITTENT_MODELS:
+        if m in out:
+            out[m] = intermittent.to_numpy()
+    return out
+
+
+def _weights(history: pd.DataFrame, allowed: pd.DataFrame) -> pd.DataFrame:
+    """Combination weights ∝ 1 / mean MASE of earlier windows; equal without history."""
+    if history.empty:
+        mase = pd.DataFrame(np.nan, index=allowed.index, columns=allowed.columns)
+    else:
+        mase = history.groupby("unique_id")[list(allowed.columns)].mean().reindex(allowed.index)
+    inverse = 1 / mase.clip(lower=1e-3)
+    no_history = inverse.isna().all(axis=1)
+    inverse = inverse.fillna(0)
+    inverse.loc[no_history] = 1.0
+    inverse = inverse.where(allowed, 0)
+    total = inverse.sum(axis=1)
+    # A model with no score for a series (it could not run) gets no weight; a series with no
+    # usable score at all gets equal weights over the models that did run.
+    return inverse.div(total.where(total > 0), axis=0).fillna(0)
+
+
+def _combine(rows: pd.DataFrame, weights: pd.DataFrame, model_cols: list[str]) -> pd.DataFrame:
+    values = rows.reindex(columns=model_cols).to_numpy(dtype="float64")
+    w = weights.reindex(rows["unique_id"]).to_numpy()
+    present = ~np.isnan(values)
+    w = np.where(present, w, 0)
+    total = w.sum(axis=1, keepdims=True)
+    w = np.where(total > 0, w / np.where(total > 0, total, 1), present / np.maximum(
+        present.sum(axis=1, keepdims=True), 1))
+    mean = np.nansum(np.nan_to_num(values) * w, axis=1)
+    return pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
+                         "ds": rows["ds"].to_numpy(), "mean": np.maximum(mean, 0)})
+
+
+def _long(wide: pd.DataFrame) -> pd.DataFrame:
+    out = wide.rename_axis(index="unique_id", columns="ds").stack().rename("mean").reset_index()
+    return out.sort_values(["unique_id", "ds"]).reset_index(drop=True)
+
+
+def _model_choice(weights, model_mase, classes, level_of, cv_ids, final_ids, lengths,
+                  model_cols) -> pd.DataFrame:
+    out = pd.DataFrame(index=weights.index)
+    out["level"] = out.index.map(level_of)
+    cls = classes.reindex(out.index)
+    out["demand_class"] = cls["demand_class"]
+    out["adi"] = cls["adi"]
+    out["cv2"] = cls["cv2"]
+    out["periods"] = lengths.reindex(out.index).astype("int64")
+    out["fallback"] = ""
+    out.loc[~out.index.isin(cv_ids), "fallback"] = "too short for every backtest window"
+    out.loc[~out.index.isin(final_ids), "fallback"] = "shorter than two seasons"
+    out["best_model"] = weights.idxmax(axis=1)
+    for m in model_cols:
+        out[f"weight_{m}"] = weights[m]
+    mean_mase = model_mase.groupby("unique_id")[model_cols].mean().reindex(out.index)
+    for m in model_cols:
+        out[f"mase_{m}"] = mean_mase[m]
+    return out.reset_index()
