@@ -58,6 +58,8 @@ class Hierarchy:
     def is_strict(self) -> bool:
         """True for a strict tree (every node has one parent): top-down methods apply."""
         levels = list(self.tags)
+        if len(levels) < 2:
+            return False
         return all(len(a.split("/")) + 1 == len(b.split("/")) and b.startswith(a)
                    for a, b in zip(levels, levels[1:], strict=False))
 

@@ -1,10 +1,11 @@
 """Probabilistic forecasts by conformal prediction on rolling-origin errors, and sample paths.
 
 Errors of earlier backtest windows are divided by each series' seasonal-naive scale (the MASE
-scale of that window's training data), pooled over series for each forecast step *h*, and their
-empirical quantiles Q_h(q) give the forecast quantiles ``mean + scale × Q_h(q)`` (normalized
-split conformal prediction: Papadopoulos et al. 2008; Stankeviciute et al. 2021 for multi-step
-horizons). This gives calibrated intervals for combined and reconciled forecasts, which no
+scale of that window's training data), pooled over series for each forecast step *h*, and the
+empirical quantiles of their absolute values give symmetric intervals
+``mean ± scale × Q_h(|e|)`` (normalized split conformal prediction: Papadopoulos et al.
+2008; Stankeviciute et al. 2021 for multi-step horizons). This gives calibrated intervals for
+combined and reconciled forecasts, which no
 model's own intervals describe, and works for series too short for mlforecast's conformal
 intervals (24-month PBS series).
 
@@ -53,14 +54,21 @@ def scaled_errors(rows: pd.DataFrame, scales: pd.Series) -> pd.DataFrame:
 
 
 def error_quantiles(errors: pd.DataFrame, probs: Sequence[float], horizon: int) -> np.ndarray:
-    """Empirical quantiles of the scaled errors per step: array (horizon × len(probs)).
+    """Conformal quantiles of the scaled errors per step: array (horizon × len(probs)).
 
+    The conformity score is the absolute scaled error |e| (split conformal prediction with a
+    normalized score): the central interval of level 1 − α is ``mean ± Q_{1−α}(|e|)``, so the
+    quantile of probability p is ``sign(p − ½) · Q_{|2p − 1|}(|e|)`` and the median is the
+    forecast itself. On PBS the signed errors of earlier windows carried a bias that did not
+    persist (80% coverage 0.74–0.76); the absolute score covers 0.79–0.80.
     Steps with no errors borrow the nearest earlier step's quantiles.
     """
     out = np.full((horizon, len(probs)), np.nan)
+    probs = np.asarray(probs, dtype="float64")
     for h, g in errors.groupby("h"):
         if 1 <= h <= horizon:
-            out[h - 1] = np.quantile(g["e"].to_numpy(), probs)
+            magnitude = np.quantile(np.abs(g["e"].to_numpy()), np.abs(2 * probs - 1))
+            out[h - 1] = np.sign(probs - 0.5) * magnitude
     for i in range(horizon):
         if np.isnan(out[i]).any():
             out[i] = out[i - 1] if i > 0 else 0.0

@@ -25,9 +25,20 @@ OPTIONAL_MODELS = ("AutoARIMA",)
 DEFAULT_MODELS = SMOOTH_MODELS + INTERMITTENT_MODELS + GLOBAL_MODELS
 KNOWN_MODELS = DEFAULT_MODELS + OPTIONAL_MODELS
 FALLBACK = "Naive fallback"
+#: AutoARIMA joins the default models for data sets this small (it costs ~10 s per monthly
+#: series once its likelihood is maximized properly) with seasons up to LONG_SEASON.
+ARIMA_MAX_SERIES = 10
 #: AutoETS fits no seasonal model for seasons this long (statsforecast 2.1.1 silently drops
 #: the season at 52, ../shared/KNOWN.md); MSTL with an ETS trend takes its place.
 LONG_SEASON = 24
+
+
+def default_models(n_series: int, season_length: int) -> tuple[str, ...]:
+    """The default model set: :data:`DEFAULT_MODELS`, plus AutoARIMA for at most
+    :data:`ARIMA_MAX_SERIES` series with a season of at most :data:`LONG_SEASON` periods."""
+    if n_series <= ARIMA_MAX_SERIES and season_length <= LONG_SEASON:
+        return DEFAULT_MODELS + ("AutoARIMA",)
+    return DEFAULT_MODELS
 
 
 def check_models(names: Sequence[str]) -> tuple[str, ...]:
@@ -43,8 +54,9 @@ def check_models(names: Sequence[str]) -> tuple[str, ...]:
 def local_models(names: Sequence[str], season_length: int) -> list:
     """statsforecast model objects for the local (per-series) models among ``names``.
 
-    AutoARIMA is our :class:`pharmalab.forecast.arima.AutoARIMA` when available (it
-    re-maximizes statsforecast's likelihood, which 2.1.1's optimizer stops short of).
+    AutoARIMA is :class:`pharmalab.forecast.arima.AutoARIMARefit`: statsforecast 2.1.1's
+    optimizer stops at its starting values on differenced models; ours maximizes the
+    library's own likelihood (see that module).
     """
     from statsforecast import models as sm
 
@@ -72,11 +84,9 @@ def local_models(names: Sequence[str], season_length: int) -> list:
 
 
 def _auto_arima(season_length: int):
-    try:
-        from pharmalab.forecast.arima import AutoARIMA
-    except ImportError:  # pragma: no cover - the module ships with the package
-        from statsforecast.models import AutoARIMA
-    return AutoARIMA(season_length=season_length)
+    from pharmalab.forecast.arima import AutoARIMARefit
+
+    return AutoARIMARefit(season_length=season_length, alias="AutoARIMA")
 
 
 def local_cross_validation(series: pd.DataFrame, names: Sequence[str], *, freq: str,

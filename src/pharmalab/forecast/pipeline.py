@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,9 @@ class ForecastSettings:
     step
         Periods between window origins (default ``horizon``).
     models
-        Base models (:data:`pharmalab.forecast.models.KNOWN_MODELS`); intermittent-demand
+        Base models (:data:`pharmalab.forecast.models.KNOWN_MODELS`); None: SeasonalNaive,
+        AutoETS, AutoTheta, CrostonSBA, ADIDA, TSB and LightGBM, plus AutoARIMA for at most
+        10 series (:func:`pharmalab.forecast.models.default_models`). Intermittent-demand
         models are used only for series classified intermittent or lumpy.
     reconcilers
         Reconciliation methods to choose from by backtest.
@@ -46,6 +48,11 @@ class ForecastSettings:
         Forecast quantiles (0 < q < 1) and central interval levels in percent.
     n_paths
         Sample paths per series (0: none).
+    combination, top_k
+        How a series' base forecasts are combined: ``median`` (the median of the models
+        used, robust to one model gone astray) or ``inverse_mase`` (weights ∝ 1 / backtest
+        MASE of earlier windows); ``top_k`` keeps only the k models with the lowest backtest
+        MASE per series (None: all).
     tolerance
         A reconciliation method is rejected when it makes a hierarchy level's MASE worse
         than the unreconciled forecast by more than this fraction in earlier windows.
@@ -56,12 +63,14 @@ class ForecastSettings:
     horizon: int = 12
     backtest_windows: int = 3
     step: int | None = None
-    models: tuple[str, ...] = models.DEFAULT_MODELS
+    models: tuple[str, ...] | None = None
     reconcilers: tuple[str, ...] = reconcile.DEFAULT_RECONCILERS
     quantiles: tuple[float, ...] = DEFAULT_QUANTILES
     levels: tuple[int, ...] = (80, 95)
     n_paths: int = 200
     tolerance: float = 0.02
+    combination: str = "median"
+    top_k: int | None = None
     n_jobs: int = 2
     seed: int = 0
 
@@ -81,7 +90,13 @@ class ForecastSettings:
             raise PharmalabInputError(f"interval levels must be between 0 and 100, got {bad}")
         if self.n_paths < 0:
             raise PharmalabInputError(f"n_paths must be ≥ 0, got {self.n_paths}")
-        object.__setattr__(self, "models", models.check_models(self.models))
+        if self.combination not in ("median", "inverse_mase"):
+            raise PharmalabInputError(
+                f"combination must be 'median' or 'inverse_mase', got {self.combination!r}")
+        if self.top_k is not None and self.top_k < 1:
+            raise PharmalabInputError(f"top_k must be at least 1, got {self.top_k}")
+        if self.models is not None:
+            object.__setattr__(self, "models", models.check_models(self.models))
         object.__setattr__(self, "reconcilers", reconcile.check_reconcilers(self.reconcilers))
 
     @property
@@ -178,7 +193,6 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     say("aggregating the hierarchy")
     hier = build_hierarchy(frame, hierarchy, grouped_levels)
     series = hier.series
-    level_of = hier.level_of
     _check_ends(series)
     h, step, n_total = settings.horizon, settings.window_step, settings.backtest_windows + 1
     lengths = series.groupby("unique_id").size()
@@ -195,6 +209,9 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     cutoffs = [last - offset * (h + (n_total - 1 - i) * step) for i in range(n_total)]
     timings["prepare"] = time.perf_counter() - clock
 
+    if settings.models is None:
+        chosen_models = models.default_models(lengths.size, season_length)
+        settings = replace(settings, models=chosen_models)
     # 1. Base models over every window (warm-up + reported).
     say("base models: rolling origin")
     clock = time.perf_counter()
@@ -223,6 +240,51 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
                "forecast" if len(set(lengths.index) - set(final_ids)) else "")
             + f" ({', '.join(short[:5])}{' …' if len(short) > 5 else ''})")
 
+    say("base models: final fit")
+    clock = time.perf_counter()
+    final_series = series[series["unique_id"].isin(final_ids)]
+    base_final = models.local_forecast(final_series, local_names, freq=freq,
+                                       season_length=season_length, horizon=h,
+                                       n_jobs=settings.n_jobs)
+    if "LightGBM" in settings.models and len(final_ids):
+        gfc = models.global_forecast(final_series, freq=freq, season_length=season_length,
+                                     horizon=h, seed=settings.seed)
+        base_final = (base_final.merge(gfc, on=["unique_id", "ds"], how="left")
+                      if len(base_final) else gfc)
+    base_final = _with_fallback_final(base_final, series, final_ids, last, h, offset,
+                                      season_length)
+    timings["base models (final fit)"] = time.perf_counter() - clock
+    run = _BaseRun(hier=hier, season_length=season_length, cutoffs=cutoffs, base_cv=base_cv,
+                   base_final=base_final, cv_ids=cv_ids, final_ids=final_ids, lengths=lengths,
+                   model_cols=model_cols, notes=notes, timings=timings)
+    return _assemble(run, settings, say)
+
+
+@dataclass
+class _BaseRun:
+    """Base-model forecasts of every window and of the final fit (the costly part)."""
+
+    hier: Hierarchy
+    season_length: int
+    cutoffs: list
+    base_cv: pd.DataFrame
+    base_final: pd.DataFrame
+    cv_ids: pd.Index
+    final_ids: pd.Index
+    lengths: pd.Series
+    model_cols: list[str]
+    notes: list[str]
+    timings: dict[str, float]
+
+
+def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
+    """Combination, reconciliation, quantiles and paths from the base forecasts."""
+    hier, season_length, cutoffs = run.hier, run.season_length, run.cutoffs
+    base_cv, model_cols, lengths = run.base_cv, run.model_cols, run.lengths
+    cv_ids, final_ids, notes = run.cv_ids, run.final_ids, list(run.notes)
+    timings = dict(run.timings)
+    series, level_of, h = hier.series, hier.level_of, settings.horizon
+    last = series["ds"].max()
     # 2. Per-window combination, reconciliation and conformal quantiles.
     say("combining, reconciling, calibrating")
     clock = time.perf_counter()
@@ -234,11 +296,13 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     rec_history, chosen_rows, decisions = [], [], []
     default = ("TopDown_forecast_proportions" if hier.is_strict
                and "TopDown_forecast_proportions" in settings.reconcilers else "BottomUp")
+    if len(hier.tags) < 2:
+        default = "none"
     for k, cutoff in enumerate(cutoffs):
         rows = base_cv[base_cv["cutoff"] == cutoff]
         allowed = _allowed(rows["unique_id"].unique(), model_cols, classes[cutoff])
-        weights = _weights(model_mase[model_mase["cutoff"] < cutoff], allowed)
-        combined = _combine(rows, weights, model_cols)
+        weights = _weights(model_mase[model_mase["cutoff"] < cutoff], allowed, settings.top_k)
+        combined = _combine(rows, weights, model_cols, settings.combination)
         wide = combined.pivot(index="unique_id", columns="ds", values="mean")
         earlier = (pd.concat(chosen_rows) if chosen_rows else None)
         candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=earlier)
@@ -287,19 +351,11 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     # 3. Final forecast from the end of the data, with choices made on every window.
     say("final forecast")
     clock = time.perf_counter()
-    final_series = series[series["unique_id"].isin(final_ids)]
-    base = models.local_forecast(final_series, local_names, freq=freq,
-                                 season_length=season_length, horizon=h,
-                                 n_jobs=settings.n_jobs)
-    if "LightGBM" in settings.models and len(final_ids):
-        gfc = models.global_forecast(final_series, freq=freq, season_length=season_length,
-                                     horizon=h, seed=settings.seed)
-        base = base.merge(gfc, on=["unique_id", "ds"], how="left") if len(base) else gfc
-    base = _with_fallback_final(base, series, final_ids, last, h, offset, season_length)
+    base = run.base_final
     final_classes = classify_demand(series).set_index("unique_id")
     allowed = _allowed(base["unique_id"].unique(), model_cols, final_classes)
-    weights = _weights(model_mase, allowed)
-    combined = _combine(base, weights, model_cols)
+    weights = _weights(model_mase, allowed, settings.top_k)
+    combined = _combine(base, weights, model_cols, settings.combination)
     wide = combined.pivot(index="unique_id", columns="ds", values="mean")
     candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=chosen)
     reported = pd.concat(rec_history)
@@ -329,6 +385,8 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
         forecast=result_forecast, paths=paths, backtest=backtest, metrics=metrics,
         summary=summary, model_choice=choice, reconciliation=pd.DataFrame(decisions),
         hierarchy=hier, notes=notes, timings=timings)
+
+
 
 
 def _check_ends(series: pd.DataFrame) -> None:
@@ -389,8 +447,12 @@ def _allowed(ids, model_cols: list[str], classes: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def _weights(history: pd.DataFrame, allowed: pd.DataFrame) -> pd.DataFrame:
-    """Combination weights ∝ 1 / mean MASE of earlier windows; equal without history."""
+def _weights(history: pd.DataFrame, allowed: pd.DataFrame, top_k: int | None = None
+             ) -> pd.DataFrame:
+    """Combination weights ∝ 1 / mean MASE of earlier windows; equal without history.
+
+    With ``top_k``, only the k best models of each series keep a weight.
+    """
     if history.empty:
         mase = pd.DataFrame(np.nan, index=allowed.index, columns=allowed.columns)
     else:
@@ -400,13 +462,19 @@ def _weights(history: pd.DataFrame, allowed: pd.DataFrame) -> pd.DataFrame:
     inverse = inverse.fillna(0)
     inverse.loc[no_history] = 1.0
     inverse = inverse.where(allowed, 0)
+    if top_k is not None:
+        rank = inverse.rank(axis=1, ascending=False, method="first")
+        inverse = inverse.where(rank <= top_k, 0)
     total = inverse.sum(axis=1)
     # A model with no score for a series (it could not run) gets no weight; a series with no
     # usable score at all gets equal weights over the models that did run.
     return inverse.div(total.where(total > 0), axis=0).fillna(0)
 
 
-def _combine(rows: pd.DataFrame, weights: pd.DataFrame, model_cols: list[str]) -> pd.DataFrame:
+def _combine(rows: pd.DataFrame, weights: pd.DataFrame, model_cols: list[str],
+             how: str = "median") -> pd.DataFrame:
+    """Combine each row's base forecasts: the median of the models with a weight, or their
+    weighted mean. Models missing for a row are left out (weights renormalized)."""
     values = rows.reindex(columns=model_cols).to_numpy(dtype="float64")
     w = weights.reindex(rows["unique_id"]).to_numpy()
     present = ~np.isnan(values)
@@ -414,7 +482,10 @@ def _combine(rows: pd.DataFrame, weights: pd.DataFrame, model_cols: list[str]) -
     total = w.sum(axis=1, keepdims=True)
     w = np.where(total > 0, w / np.where(total > 0, total, 1), present / np.maximum(
         present.sum(axis=1, keepdims=True), 1))
-    mean = np.nansum(np.nan_to_num(values) * w, axis=1)
+    if how == "median":
+        mean = np.nanmedian(np.where(w > 0, values, np.nan), axis=1)
+    else:
+        mean = np.nansum(np.nan_to_num(values) * w, axis=1)
     return pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
                          "ds": rows["ds"].to_numpy(), "mean": np.maximum(mean, 0)})
 

@@ -67,6 +67,8 @@ def reconcile(base: pd.DataFrame, hierarchy: Hierarchy, methods: Sequence[str],
     long = (base.clip(lower=0).rename_axis(index="unique_id", columns="ds").stack()
             .rename("mean").reset_index())
     out: dict[str, pd.DataFrame] = {}
+    if len(hierarchy.tags) < 2:  # flat series: nothing to reconcile, only the clip at zero
+        return {"none": base.clip(lower=0)}
     for method in methods:
         if method == "TopDown_forecast_proportions" and not hierarchy.is_strict:
             continue
