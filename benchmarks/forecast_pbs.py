@@ -49,6 +49,7 @@ import argparse  # noqa: E402
 import datetime as dt  # noqa: E402
 import platform  # noqa: E402
 import resource  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
@@ -183,7 +184,7 @@ def pbs_baseline(hier, scales: pd.DataFrame) -> tuple:
         for method, frame in forecasts.items():
             m, summary = score(frame, scales, level_of)
             metrics[(name, method)] = m
-            negatives[(name, method)] = int((frame["mean"] < 0).sum())
+            negatives[(name, method)] = int((frame["mean"] < -0.5).sum())
             rows.append({"model": name, "reconciliation": method,
                          **summary_row(summary, levels)})
     return pd.DataFrame(rows), metrics, seconds, negatives
@@ -316,9 +317,9 @@ def pbs_report(table, best, ours, result, ours_seconds, seconds, negatives, leve
                     f"baseline {k} (3 windows)", f"{v:.1f}"] for k, v in seconds.items()]
     timing_rows.append(["**ours: whole `forecast()`**", f"**{ours_seconds:.1f}**"])
     timing_rows += [[f"ours: {k}", f"{v:.1f}"] for k, v in result.timings.items()]
-    backtest_part = sum(v for k, v in result.timings.items() if "backtest" in k or
-                        k == "prepare")
-    final_part = result.timings.get("final forecast", 0) + result.timings.get("sample paths", 0)
+    backtest_part = sum(v for k, v in result.timings.items() if "backtest" in k)
+    final_part = sum(v for k, v in result.timings.items()
+                     if "backtest" not in k and k != "prepare")
     n_unscaled = ours["n_unscaled"]
     zero = sorted(result.metrics.loc[result.metrics["mase"].isna(), "unique_id"].unique())
 
@@ -331,7 +332,9 @@ checked to coincide). Baselines: SeasonalNaive, AutoETS, AutoTheta (season 12)
 `cross_validation(h=12, n_windows=3, step_size=12, fitted=True)`, `n_jobs=2`, each
 unreconciled and reconciled per window by hierarchicalforecast (BottomUp, MinTrace `wls_var`,
 MinTrace `mint_shrink`; `Y_df` = that window's `cross_validation_fitted_values()`); forecasts
-used as they come (negatives kept). Baseline = the best of the 12 by mean MASE:
+used as they come (negatives kept; the last column counts forecasts below −0.5 scripts).
+SeasonalNaive forecasts are already coherent (the seasonal lag of a sum is the sum of the
+lags), so reconciliation leaves them unchanged. Baseline = the best of the 12 by mean MASE:
 **{best['model']} + {best['reconciliation']}**. MASE per (series, window) with the seasonal
 (m = 12) in-sample scale of the window's training data, scored for both sides by
 `window_metrics`/`summarize_metrics`; {n_unscaled} (series, window) pairs have a zero scale and
@@ -344,7 +347,7 @@ Targets:
 All 12 baselines and ours (MASE, RMSSE: means over (series, window); median over the same
 pairs; WAPE pooled):
 
-{markdown(head, body, 2)}
+{markdown(head, body, (0, 1))}
 
 Our model/reconciliation choices: the final forecast uses {final_method}. Coverage of our
 intervals over all series and windows: 80% → {cov80:.3f}, 95% → {cov95:.3f}
@@ -355,9 +358,12 @@ Per level, ours / baseline ({best['model']} + {best['reconciliation']}):
 {markdown(['level', 'baseline MASE', 'ours MASE', 'ratio'], ratio_rows)}
 
 Wall time (seconds, same process, 2 cores shared with another user's work, so noisy). AutoETS
-was timed before and after our pipeline; the ratio uses the faster ({ets:.1f} s). Ours:
-backtest part {backtest_part:.1f} s, final forecast {final_part:.1f} s (of which sample paths
-{result.timings.get('sample paths', 0):.1f} s), from `result.timings`.
+was timed before and after our pipeline; the ratio uses the faster ({ets:.1f} s; against the
+first run it is {ours_seconds / seconds['AutoETS']:.2f}×). Ours, from `result.timings`:
+backtest (every window's base models, combination, reconciliation, quantiles)
+{backtest_part:.1f} s, final forecast (base models refit on all data, combination,
+reconciliation, quantiles, paths) {final_part:.1f} s, preparation
+{result.timings.get('prepare', 0):.1f} s.
 
 {markdown(['step', 'seconds'], timing_rows)}
 """
@@ -369,9 +375,9 @@ def fmt(row, levels) -> list[str]:
             f"{row['wape']:.4f}", *[f"{row[lv]:.4f}" for lv in levels]]
 
 
-def markdown(head: list[str], rows: list[list], text_columns: int = 1) -> str:
-    """A Markdown table: the first ``text_columns`` left-aligned, the rest right-aligned."""
-    align = ["---" if i < text_columns else "---:" for i in range(len(head))]
+def markdown(head: list[str], rows: list[list], text_columns=(0,)) -> str:
+    """A Markdown table: ``text_columns`` left-aligned, the others right-aligned."""
+    align = ["---" if i in text_columns else "---:" for i in range(len(head))]
     out = ["| " + " | ".join(head) + " |", "|" + "|".join(align) + "|"]
     out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(out)
@@ -496,14 +502,27 @@ scale: seasonal naive (m = 52) in-sample error of each window's training data.
 Mean MASE per series over the 4 windows, and the ETS form `AutoETS(season_length=52)` picked in
 each window (`m` is dropped to 1 when the form has no seasonal component):
 
-{markdown(['series', *names, 'AutoETS(52) forms by window'], series_rows)}
+{markdown(['series', *names, 'AutoETS(52) forms by window'], series_rows,
+          (0, len(names) + 1))}
 """
     return text, lines
 
 
 # --------------------------------------------------------------------------------------------
 
-def environment() -> str:
+def code_version() -> str:
+    """The commit of the code under test, and whether src/pharmalab/forecast differs from it
+    (taken when the script starts, as the modules are imported then)."""
+    def git(*words):
+        return subprocess.run(["git", "-C", str(HERE.parent), *words], capture_output=True,
+                              text=True).stdout.strip()
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "-uno", "--", "src/pharmalab/forecast")
+    return f"commit {commit}" + (" with uncommitted changes in src/pharmalab/forecast"
+                                 if dirty else "")
+
+
+def environment(code: str) -> str:
     usage = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     versions = ", ".join(f"{p} {version(p)}" for p in (
@@ -511,7 +530,7 @@ def environment() -> str:
     cores = len(os.sched_getaffinity(0))
     return (f"Run on {dt.date.today():%Y-%m-%d} with `python benchmarks/forecast_pbs.py`; "
             f"{cores} cores ({platform.machine()}, Python {platform.python_version()}), "
-            f"`OMP_WAIT_POLICY=PASSIVE`; {versions}. Peak RSS: {usage:,.0f} MB (this "
+            f"`OMP_WAIT_POLICY=PASSIVE`; code: {code}; {versions}. Peak RSS: {usage:,.0f} MB (this "
             f"process), {children:,.0f} MB (largest worker process).")
 
 
@@ -520,11 +539,13 @@ def main() -> None:
     parser.add_argument("--skip-pharmacy", action="store_true",
                         help="run the PBS benchmark only")
     args = parser.parse_args()
+    code = code_version()
+    say(f"code under test: {code}")
     body, _ = pbs()
     if not args.skip_pharmacy:
         pharmacy_text, _ = pharmacy()
         body += "\n" + pharmacy_text
-    update_section("Forecasting", environment() + "\n\n### PBS, monthly hierarchy\n\n"
+    update_section("Forecasting", environment(code) + "\n\n### PBS, monthly hierarchy\n\n"
                    + body.strip())
     say("wrote the Forecasting section of benchmarks/RESULTS.md")
 

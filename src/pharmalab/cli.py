@@ -344,6 +344,71 @@ def extract(
     out_console.print(f"written: {result.out}")
 
 
+@app.command("forecast")
+def forecast_cmd(
+    sales: Annotated[Path, typer.Option("--sales", help="Sales CSV (long, e.g. PBS; or wide: "
+                                        "one column per series).")],
+    time_col: Annotated[str, typer.Option("--time-col", help="Period column, e.g. Month.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    value_col: Annotated[str | None, typer.Option(
+        "--value-col", help="Value column of a long file, e.g. Scripts or Cost. Omit for a "
+                            "wide file.")] = None,
+    hierarchy: Annotated[str | None, typer.Option(
+        "--hierarchy", help="Category columns top to bottom, comma-separated, e.g. "
+                            "Concession,Type,ATC1,ATC2.")] = None,
+    series_cols: Annotated[str | None, typer.Option(
+        "--series-cols", help="Wide file: the series columns (default: every other "
+                              "column).")] = None,
+    horizon: Annotated[int, typer.Option("--horizon", min=1, max=10_000,
+                                         help="Periods ahead.")] = 12,
+    backtest_windows: Annotated[int, typer.Option("--backtest-windows", min=1, max=100)] = 3,
+    step: Annotated[int | None, typer.Option(
+        "--step", min=1, help="Periods between backtest origins (default: the horizon).")] = None,
+    models: Annotated[str | None, typer.Option(
+        "--models", help="Comma-separated base models (default: SeasonalNaive, AutoETS, "
+                         "AutoTheta, CrostonSBA, ADIDA, TSB, LightGBM; plus AutoARIMA for "
+                         "≤ 10 series).")] = None,
+    n_paths: Annotated[int, typer.Option("--n-paths", min=0, max=10_000)] = 200,
+    fill_missing: Annotated[bool, typer.Option(
+        "--fill-missing", help="Fill missing periods inside a series with 0 (else an "
+                               "error).")] = False,
+    data_end: Annotated[str | None, typer.Option(
+        "--data-end", help="Wide file: the last day the data cover (YYYY-MM-DD); a last "
+                           "period ending after it is partial and dropped.")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Backtest and forecast sales: forecast.parquet, paths.parquet, backtest_metrics.csv,
+    model_choice.csv (and backtest_summary.csv, reconciliation.csv, the hierarchy)."""
+    from pharmalab.forecast import ForecastSettings
+    from pharmalab.forecast.outputs import load_sales, run_forecast
+
+    data = load_sales(sales, time_col=time_col, value_col=value_col,
+                      series_cols=_names(series_cols), hierarchy=_names(hierarchy),
+                      fill_missing=fill_missing, data_end=data_end)
+    settings = ForecastSettings(
+        horizon=horizon, backtest_windows=backtest_windows, step=step,
+        models=tuple(_names(models)) if models else None, n_paths=n_paths, seed=seed)
+    with _progress() as progress:
+        task = progress.add_task("forecast", total=None)
+        result, written = run_forecast(
+            data, out, settings,
+            progress=lambda stage: progress.update(task, description=stage))
+    for note in result.notes:
+        out_console.print(f"note: {note}")
+    _print_frame(result.summary, "Backtest accuracy (rolling origin; MASE, RMSSE, WAPE, "
+                                 "scaled CRPS, interval coverage)")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+def _names(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise PharmalabInputError(f"expected comma-separated names, got {text!r}")
+    return names
+
+
 @journey_app.command("pdc")
 def journey_pdc(
     cdm: CdmURL,

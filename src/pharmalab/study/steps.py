@@ -138,6 +138,9 @@ def plan_steps(study: Study) -> list[Step]:
     if study.sales is not None:
         steps.append(Step("sales", "Drug sales", _sales,
                           total=lambda ctx: len(ctx.study.sales.inputs)))
+    if study.forecast is not None:
+        steps.append(Step("forecast", "Sales forecast", _forecast,
+                          needs=() if study.forecast.file else ("sales",)))
     return steps
 
 
@@ -195,6 +198,12 @@ def preflight(ctx: StepContext) -> None:
     PharmalabInputError
         An invalid cohort set or negative-control file, or ids shared between them.
     """
+    f = ctx.study.forecast
+    if f is not None:
+        if not f.file and ctx.study.sales is None:
+            raise StudyConfigError("[forecast] without file forecasts the [sales] series: "
+                                   "add [[sales.inputs]] or give forecast.file")
+        _forecast_settings(ctx)  # unknown models etc. stop the study here
     for name in ("characterize", "incidence", "survival", "extract", "journey", "pathways"):
         if getattr(ctx.study, name) is not None and ctx.study.cdm is None:
             raise StudyConfigError(f"[{name}] needs a [cdm] section (where the cohorts are)")
@@ -517,3 +526,61 @@ def _sales(ctx: StepContext, tick: Tick) -> Section:
     fig.update_layout(height=380, margin=dict(l=10, r=10, t=10, b=10), yaxis_title="y")
     return Section("Drug sales", [table(summary, caption="Series"),
                                   figure(fig, caption="Monthly series")])
+
+
+def _forecast_settings(ctx: StepContext):
+    from pharmalab.forecast import ForecastSettings
+
+    f = ctx.study.forecast
+    try:
+        return ForecastSettings(horizon=f.horizon, backtest_windows=f.backtest_windows,
+                                step=f.step, models=tuple(f.models) if f.models else None,
+                                n_paths=f.n_paths, seed=f.seed)
+    except PharmalabInputError as exc:
+        raise StudyConfigError(f"[forecast]: {exc}") from None
+
+
+def _forecast(ctx: StepContext, tick: Tick) -> Section:
+    from pharmalab.forecast import outputs as fc_outputs
+
+    f = ctx.study.forecast
+    settings = _forecast_settings(ctx)
+    if f.file:
+        path = ctx.path(f.file)
+        ctx.input_files.append(path)
+        data = fc_outputs.load_sales(path, time_col=f.time_col, value_col=f.value_col,
+                                     series_cols=f.series_cols, hierarchy=f.hierarchy,
+                                     fill_missing=f.fill_missing, data_end=f.data_end)
+    else:
+        series = pd.read_csv(ctx.out / "sales" / "series.csv", parse_dates=["ds"])
+        freq = sales.infer_freq(series["ds"], name="[sales] series")
+        data = sales.check_series(series, freq=freq, season_length=sales.season_length(freq),
+                                  fill_missing=f.fill_missing, name="[sales] series")
+    folder = ctx.out / "forecast"
+    result, written = fc_outputs.run_forecast(data, folder, settings,
+                                              progress=(lambda s: tick(s)) if tick else None)
+    for path in written:
+        ctx.output("forecast", path.name)
+    blocks = [table(result.summary.round(3), caption=(
+        f"Backtest accuracy: {settings.backtest_windows} rolling-origin windows of "
+        f"{settings.horizon} periods (MASE and RMSSE scaled by the seasonal naive in-sample "
+        "error; WAPE; scaled CRPS from the quantiles; share of actuals inside the 80% and 95% "
+        "intervals)"))]
+    for uid in fc_outputs.top_level_ids(result):
+        blocks.append(figure(fc_outputs.fan_chart(result, uid),
+                             caption=f"{uid}: forecast with 80% and 95% intervals"))
+    shown = result.model_choice[["unique_id", "level", "demand_class", "best_model",
+                                 "fallback"]].head(30)
+    blocks.append(table(shown, caption="Models per series (model_choice.csv has the weights "
+                                       "and every model's backtest MASE)"))
+    blocks.append(table(result.reconciliation[["cutoff", "window", "method", "reason"]],
+                        caption="Reconciliation chosen per window"))
+    if result.notes:
+        blocks.append(text(" ".join(result.notes), caption="Notes"))
+    return Section("Sales forecast", blocks, note=(
+        "Each series: SeasonalNaive, AutoETS, AutoTheta (statsforecast), a LightGBM global "
+        "model (mlforecast), intermittent-demand models for intermittent series and, for small "
+        "data sets, AutoARIMA; combined by the median of the models; reconciled (BottomUp, "
+        "MinTrace or TopDown chosen by backtest; non-negative); quantiles by conformal "
+        "prediction on earlier windows' errors. Every choice for a window uses only the "
+        "windows before it."))

@@ -1,0 +1,245 @@
+"""Forecasting: fpp3 h02, coherence of means and paths, intermittent demand, metrics,
+fallbacks, settings and the CLI contract."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from pharmalab.cli import app
+from pharmalab.errors import PharmalabInputError
+from pharmalab.forecast import (
+    ForecastSettings,
+    build_hierarchy,
+    classify_demand,
+    forecast,
+    seasonal_scales,
+    window_metrics,
+)
+from pharmalab.sales import read_sales_csv
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sales"
+FAST_MODELS = ("SeasonalNaive", "AutoETS", "AutoTheta", "LightGBM")
+
+
+def _h02() -> pd.DataFrame:
+    d = pd.read_csv(DATA / "h02_fpp2.csv")
+    return pd.DataFrame({"unique_id": "H02", "ds": pd.to_datetime(d["Month"]),
+                         "y": d["Cost_millions_AUD"].astype("float64")})
+
+
+@pytest.fixture(scope="module")
+def pbs_small():
+    """PBS Scripts, Concession/Type/ATC1 for ATC1 A, C and N: 12 bottom series, 19 in all."""
+    data = read_sales_csv(DATA / "pbs.csv", time_col="Month", value_col="Scripts",
+                          hierarchy=["Concession", "Type", "ATC1", "ATC2"])
+    frame = data.frame[data.frame["ATC1"].isin(["A", "C", "N"])]
+    frame = frame.groupby(["Concession", "Type", "ATC1", "ds"], as_index=False)["y"].sum()
+    frame["unique_id"] = frame[["Concession", "Type", "ATC1"]].agg("/".join, axis=1)
+    settings = ForecastSettings(models=FAST_MODELS, n_paths=50)
+    result = forecast(frame, freq="MS", season_length=12,
+                      hierarchy=["Concession", "Type", "ATC1"], settings=settings)
+    return frame, result
+
+
+def test_fpp3_h02_pipeline_beats_autoarima_and_ets():
+    """fpp3 §9.9 split: train July 1991 – June 2006, test the 24 months to June 2008.
+
+    fable's ARIMA(3,0,1)(0,1,2) on logs has test RMSE 0.0621; statsforecast's AutoARIMA on
+    logs 0.0648 (bias-adjusted mean), AutoETS 0.0677. The issue asks ≤ 0.0631.
+    """
+    h02 = _h02()
+    train = h02[h02["ds"] <= "2006-06-01"]
+    test = h02[h02["ds"] > "2006-06-01"]
+    result = forecast(train, freq="MS", season_length=12,
+                      settings=ForecastSettings(horizon=24, step=12, n_paths=0))
+    assert "AutoARIMA" in result.model_choice.columns.str.removeprefix("weight_").tolist()
+    joined = result.forecast.merge(test, on=["unique_id", "ds"], suffixes=("", "_actual"))
+    assert len(joined) == 24
+    rmse = float(np.sqrt(((joined["mean"] - joined["y"]) ** 2).mean()))
+    assert rmse <= 0.0631, rmse
+    # The intervals are ordered and hold the mean.
+    assert (joined["lo-95"] <= joined["lo-80"]).all()
+    assert (joined["lo-80"] <= joined["mean"]).all() and (joined["mean"] <= joined["hi-80"]).all()
+
+
+def test_reconciled_means_and_every_path_add_up(pbs_small):
+    frame, result = pbs_small
+    hier = result.hierarchy
+    s = hier.S()
+    bottom = hier.bottom_ids
+    assert len(bottom) == 12 and len(hier.node_ids) == 19
+    wide = result.forecast.pivot(index="unique_id", columns="ds", values="mean")
+    np.testing.assert_allclose(wide.loc[hier.node_ids].to_numpy(),
+                               s @ wide.loc[bottom].to_numpy(), rtol=0, atol=1e-6)
+    assert (result.forecast["mean"] >= 0).all()
+    paths = result.paths
+    assert paths["path"].nunique() == 50
+    for _, one in paths.groupby("path"):
+        w = one.pivot(index="unique_id", columns="ds", values="y")
+        np.testing.assert_allclose(w.loc[hier.node_ids].to_numpy(),
+                                   s @ w.loc[bottom].to_numpy(), rtol=0, atol=1e-6)
+    # Backtest forecasts are reconciled too, window by window.
+    for _, window in result.backtest.groupby("cutoff"):
+        w = window.pivot(index="unique_id", columns="ds", values="mean")
+        np.testing.assert_allclose(w.loc[hier.node_ids].to_numpy(),
+                                   s @ w.loc[bottom].to_numpy(), rtol=0, atol=1e-6)
+    # The aggregates are the sums of the data.
+    total = frame.groupby("ds")["y"].sum()
+    series = hier.series.set_index(["unique_id", "ds"])["y"]
+    np.testing.assert_allclose(series.loc["Total"].to_numpy(), total.to_numpy())
+
+
+def test_backtest_windows_and_outputs(pbs_small):
+    _, result = pbs_small
+    cutoffs = sorted(result.backtest["cutoff"].unique())
+    assert [pd.Timestamp(c).strftime("%Y-%m") for c in cutoffs] == ["2005-06", "2006-06",
+                                                                     "2007-06"]
+    assert result.reconciliation["window"].tolist() == ["warm-up", "backtest", "backtest",
+                                                         "backtest", "final"]
+    q = result.forecast[[f"q{p:.2f}" for p in np.arange(0.05, 0.96, 0.05)]].to_numpy()
+    assert (np.diff(q, axis=1) >= -1e-9).all()  # quantiles never cross
+    summary = result.summary.set_index("level")
+    assert summary.loc["all", "series"] == 19 and summary.loc["all", "windows"] == 3
+    assert 0 < summary.loc["all", "mase"] < 3
+    weights = result.model_choice.filter(like="weight_").sum(axis=1)
+    np.testing.assert_allclose(weights, 1.0)
+
+
+def test_j06_is_intermittent_and_gets_intermittent_models():
+    j06 = pd.read_csv(DATA / "j06_from_pbs.csv")
+    frame = pd.DataFrame({"unique_id": "J06", "ds": pd.to_datetime(j06["Month"]),
+                          "y": j06["Scripts"].astype("float64")})
+    cls = classify_demand(frame).iloc[0]
+    assert cls["intermittent"] and cls["demand_class"] in ("intermittent", "lumpy")
+    assert cls["adi"] >= 1.32
+    result = forecast(frame, freq="MS", season_length=12,
+                      settings=ForecastSettings(models=("SeasonalNaive", "AutoETS",
+                                                        "CrostonSBA", "ADIDA", "TSB"),
+                                                n_paths=0))
+    choice = result.model_choice.iloc[0]
+    assert choice["demand_class"] in ("intermittent", "lumpy")
+    assert choice[["weight_CrostonSBA", "weight_ADIDA", "weight_TSB"]].gt(0).all()
+
+
+def test_smooth_series_do_not_get_intermittent_models(pbs_small):
+    _, result = pbs_small
+    total = result.model_choice.set_index("unique_id").loc["Total"]
+    assert total["demand_class"] in ("smooth", "erratic")
+    assert "weight_CrostonSBA" not in result.model_choice or total["weight_CrostonSBA"] == 0
+
+
+def test_metrics_equal_utilsforecast():
+    from utilsforecast.losses import mase, rmsse, scaled_crps, wape
+
+    h02 = _h02()
+    train = h02[h02["ds"] <= "2006-06-01"]
+    test = h02[h02["ds"] > "2006-06-01"].copy()
+    test["mean"] = train["y"].tail(12).tolist() * 2       # seasonal naive
+    test["cutoff"] = pd.Timestamp("2006-06-01")
+    for i, q in enumerate((0.1, 0.5, 0.9)):
+        test[f"q{q:.2f}"] = test["mean"] * (0.9 + 0.1 * i)
+    ours = window_metrics(test, seasonal_scales(train, 12), quantiles=(0.1, 0.5, 0.9)).iloc[0]
+    frame = test.rename(columns={"mean": "m"})
+    assert ours["mase"] == pytest.approx(mase(frame, ["m"], 12, train)["m"].iloc[0], rel=1e-9)
+    assert ours["rmsse"] == pytest.approx(rmsse(frame, ["m"], 12, train)["m"].iloc[0],
+                                          rel=1e-9)
+    assert ours["wape"] == pytest.approx(wape(frame, ["m"])["m"].iloc[0], rel=1e-9)
+    qframe = test.rename(columns={"q0.10": "m-q-10", "q0.50": "m-q-50", "q0.90": "m-q-90"})
+    crps = scaled_crps(qframe, {"m": ["m-q-10", "m-q-50", "m-q-90"]},
+                       np.array([0.1, 0.5, 0.9]))["m"].iloc[0]
+    assert ours["scaled_crps"] == pytest.approx(crps, rel=1e-9)
+
+
+def test_short_series_fall_back_to_naive_and_say_so():
+    h02 = _h02()
+    short = h02.tail(20).assign(unique_id="SHORT")  # fewer than two seasons
+    frame = pd.concat([h02.assign(unique_id="LONG"), short], ignore_index=True)
+    result = forecast(frame, freq="MS", season_length=12,
+                      settings=ForecastSettings(models=("SeasonalNaive", "AutoETS"),
+                                                n_paths=0))
+    choice = result.model_choice.set_index("unique_id")
+    assert choice.loc["SHORT", "fallback"] == "shorter than two seasons"
+    assert choice.loc["LONG", "fallback"] != choice.loc["LONG", "fallback"] or \
+        choice.loc["LONG", "fallback"] == ""
+    assert any("SHORT" in note for note in result.notes)
+    # Seasonal naive: the forecast repeats the last 12 months.
+    fc = result.forecast[result.forecast["unique_id"] == "SHORT"]["mean"].to_numpy()
+    np.testing.assert_allclose(fc, h02["y"].tail(12).to_numpy())
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"horizon": 0}, "horizon must be at least 1"),
+    ({"backtest_windows": 0}, "backtest_windows must be at least 1"),
+    ({"quantiles": (0.5, 1.0)}, "strictly between 0 and 1"),
+    ({"models": ("AutoETS", "Prophet")}, "unknown model(s) 'Prophet'"),
+    ({"combination": "mean"}, "combination must be"),
+])
+def test_bad_settings(kwargs, message):
+    with pytest.raises(PharmalabInputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ForecastSettings(**kwargs)
+
+
+def test_series_ending_at_different_periods_are_refused():
+    h02 = _h02()
+    frame = pd.concat([h02.assign(unique_id="A"), h02.iloc[:-3].assign(unique_id="B")])
+    with pytest.raises(PharmalabInputError, match="every series must end at the same period"):
+        forecast(frame, freq="MS", season_length=12)
+
+
+def test_too_short_for_the_windows():
+    frame = _h02().tail(40)
+    with pytest.raises(PharmalabInputError, match="too short for 4 rolling-origin windows"):
+        forecast(frame, freq="MS", season_length=12,
+                 settings=ForecastSettings(horizon=12, backtest_windows=3))
+
+
+def test_hierarchy_column_with_a_slash_is_refused():
+    frame = _h02().assign(Brand="A/B")
+    with pytest.raises(PharmalabInputError, match="without '/'"):
+        build_hierarchy(frame, ["Brand"])
+
+
+def test_cli_forecast_writes_the_contracted_files(tmp_path):
+    wide = pd.read_csv(DATA / "pharmacy_serbia" / "salesweekly.csv")
+    path = tmp_path / "weekly.csv"
+    wide[["datum", "M01AB", "N02BE"]].to_csv(path, index=False)
+    out = tmp_path / "fc"
+    result = CliRunner().invoke(app, [
+        "forecast", "--sales", str(path), "--time-col", "datum", "--data-end", "2019-10-08",
+        "--horizon", "13", "--backtest-windows", "2", "--models", "SeasonalNaive,AutoETS",
+        "--n-paths", "20", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "dropped the last week 2019-10-13" in result.output
+    fc = pd.read_parquet(out / "forecast.parquet")
+    assert list(fc.columns[:3]) == ["unique_id", "ds", "mean"]
+    assert {"q0.05", "q0.50", "q0.95", "lo-80", "hi-80", "lo-95", "hi-95"} <= set(fc.columns)
+    assert len(fc) == 2 * 13 and fc["ds"].min() == pd.Timestamp("2019-10-13")
+    paths = pd.read_parquet(out / "paths.parquet")
+    assert list(paths.columns) == ["unique_id", "ds", "path", "y"] and len(paths) == 2 * 13 * 20
+    metrics = pd.read_csv(out / "backtest_metrics.csv")
+    assert {"unique_id", "level", "cutoff", "mase", "rmsse", "wape", "scaled_crps",
+            "coverage_80", "coverage_95"} <= set(metrics.columns)
+    choice = pd.read_csv(out / "model_choice.csv")
+    assert set(choice["unique_id"]) == {"M01AB", "N02BE"}
+    manifest = json.loads((out / "forecast_manifest.json").read_text())
+    assert manifest["settings"]["horizon"] == 13
+
+
+def test_cli_bad_hierarchy_column_is_one_line(tmp_path):
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "pharmalab"), "forecast", "--sales",
+         str(DATA / "pbs.csv"), "--time-col", "Month", "--value-col", "Scripts",
+         "--hierarchy", "Concession,Brand", "--out", str(tmp_path / "x")],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: pbs.csv: column 'Brand' is missing")
+    assert not (tmp_path / "x").exists()
