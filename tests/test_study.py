@@ -130,7 +130,7 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
         ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
         ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("journey", "ok"),
-        ("pathways", "ok"), ("sales", "ok")]
+        ("pathways", "ok"), ("sales", "ok"), ("forecast", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
         1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
@@ -159,7 +159,15 @@ def test_demo_study_runs_end_to_end(tmp_path):
                                             "celecoxibNewUsers-giBleed": 355}
     support = pd.read_csv(out / "journey" / "support_list.csv")
     assert "person_id" not in support.columns and len(support) > 0
+    # H02 and A10 forecast 24 months from July 2008 with AutoARIMA among the models
+    fc = pd.read_parquet(out / "forecast" / "forecast.parquet")
+    assert fc.groupby("unique_id").size().to_dict() == {"A10": 24, "H02": 24}
+    assert fc["ds"].min() == pd.Timestamp("2008-07-01")
+    assert (fc["lo-95"] <= fc["mean"]).all() and (fc["mean"] <= fc["hi-95"]).all()
+    choice = pd.read_csv(out / "forecast" / "model_choice.csv")
+    assert (choice["weight_AutoARIMA"] > 0).all()
     report = result.report.read_text()
+    assert "Sales forecast" in report
     assert "63,323 distinct of 67,707" in report and "Plotly" in report
     assert "1,844 persons where Circe has 1,800" in report  # which semantics, said
     # results are complete files: no temporary names left behind
