@@ -124,7 +124,9 @@ class ForecastResult:
         :func:`~pharmalab.forecast.metrics.summarize_metrics` of ``metrics``.
     model_choice
         Per series: ``level``, ``demand_class``, ``adi``, ``cv2``, ``fallback`` (reason or
-        empty), ``best_model``, ``weight_<model>`` (final combination weights, sum 1) and
+        empty), ``best_model`` (lowest backtest MASE), ``weight_<model>`` (1 / backtest MASE,
+        normalized to sum 1: the weights of ``inverse_mase``; for ``median`` the models with
+        a weight above 0 are those whose median is taken) and
         ``mase_<model>`` (mean backtest MASE of each base model).
     reconciliation
         Per window (and ``final``): ``cutoff``, ``method``, ``reason``, and the mean MASE of
