@@ -6,6 +6,8 @@ Files (each written atomically):
 * ``paths.parquet`` — ``unique_id, ds, path, y`` (coherent sample paths);
 * ``backtest_forecasts.parquet`` — the reported windows' forecasts, as ``forecast.parquet``
   plus ``cutoff`` and ``y`` (the actual);
+* ``backtest_paths.parquet`` — sample paths of each reported window as of its origin,
+  ``unique_id, ds, path, y, cutoff`` (for policy backtests);
 * ``backtest_metrics.csv`` — per series and window: ``unique_id, level, cutoff, mase, rmsse,
   abs_error, abs_actual, wape, pinball, scaled_crps, coverage_80, coverage_95, periods``;
 * ``backtest_summary.csv`` — per hierarchy level and over all series;
@@ -31,6 +33,7 @@ from pharmalab.forecast.pipeline import ForecastResult, ForecastSettings
 FORECAST_FILE = "forecast.parquet"
 PATHS_FILE = "paths.parquet"
 BACKTEST_FORECASTS_FILE = "backtest_forecasts.parquet"
+BACKTEST_PATHS_FILE = "backtest_paths.parquet"
 METRICS_FILE = "backtest_metrics.csv"
 SUMMARY_FILE = "backtest_summary.csv"
 MODEL_CHOICE_FILE = "model_choice.csv"
@@ -52,6 +55,7 @@ def write_forecast(result: ForecastResult, folder: str | os.PathLike,
         _parquet(folder / FORECAST_FILE, result.forecast),
         _parquet(folder / PATHS_FILE, result.paths),
         _parquet(folder / BACKTEST_FORECASTS_FILE, result.backtest),
+        _parquet(folder / BACKTEST_PATHS_FILE, result.backtest_paths),
         write_csv(folder / METRICS_FILE, result.metrics),
         write_csv(folder / SUMMARY_FILE, result.summary),
         write_csv(folder / MODEL_CHOICE_FILE, result.model_choice),

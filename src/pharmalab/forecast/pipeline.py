@@ -117,6 +117,9 @@ class ForecastResult:
         ``unique_id, ds, path, y``: coherent sample paths (empty when ``n_paths`` is 0).
     backtest
         The reported windows' forecasts, as ``forecast`` plus ``cutoff`` and ``y`` (actual).
+    backtest_paths
+        Sample paths of each reported window as of its origin: ``unique_id, ds, path, y,
+        cutoff`` (for policy backtests).
     metrics
         Per series and window: :func:`~pharmalab.forecast.metrics.window_metrics` columns
         plus ``level``.
@@ -140,6 +143,7 @@ class ForecastResult:
     forecast: pd.DataFrame
     paths: pd.DataFrame
     backtest: pd.DataFrame
+    backtest_paths: pd.DataFrame
     metrics: pd.DataFrame
     summary: pd.DataFrame
     model_choice: pd.DataFrame
@@ -333,7 +337,7 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     chosen = pd.concat(chosen_rows, ignore_index=True)
     scale_frame = pd.concat(scales, names=["cutoff"]).swaplevel().sort_index()
     scale_series = scale_frame["mae_scale"]
-    backtest_parts = []
+    backtest_parts, backtest_path_parts = [], []
     for cutoff in cutoffs[1:]:
         earlier = chosen[chosen["cutoff"] < cutoff]
         errs = intervals.scaled_errors(earlier, scale_series)
@@ -344,7 +348,15 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
                                          settings.levels)
         backtest_parts.append(with_q.merge(this[["unique_id", "ds", "y", "cutoff"]],
                                            on=["unique_id", "ds"]))
+        if settings.n_paths:  # for policy backtests (supply): paths as of this origin
+            wide_mean = this.pivot(index="unique_id", columns="ds", values="mean")
+            window_paths = intervals.sample_paths(
+                wide_mean.loc[hier.bottom_ids], scales[cutoff]["mae_scale"], errs, hier.S(),
+                hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed)
+            backtest_path_parts.append(window_paths.assign(cutoff=cutoff))
     backtest = pd.concat(backtest_parts, ignore_index=True)
+    backtest_paths = (pd.concat(backtest_path_parts, ignore_index=True) if backtest_path_parts
+                      else pd.DataFrame(columns=["unique_id", "ds", "path", "y", "cutoff"]))
     metrics = window_metrics(backtest, scale_frame, settings.quantiles, settings.levels)
     metrics.insert(1, "level", metrics["unique_id"].map(level_of))
     summary = summarize_metrics(metrics, level_of)
@@ -384,7 +396,8 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     choice = _model_choice(weights, model_mase, final_classes, level_of, cv_ids, final_ids,
                            lengths, model_cols)
     return ForecastResult(
-        forecast=result_forecast, paths=paths, backtest=backtest, metrics=metrics,
+        forecast=result_forecast, paths=paths, backtest=backtest,
+        backtest_paths=backtest_paths, metrics=metrics,
         summary=summary, model_choice=choice, reconciliation=pd.DataFrame(decisions),
         hierarchy=hier, notes=notes, timings=timings)
 
