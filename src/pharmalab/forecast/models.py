@@ -41,14 +41,19 @@ def default_models(n_series: int, season_length: int) -> tuple[str, ...]:
     return DEFAULT_MODELS
 
 
-def check_models(names: Sequence[str]) -> tuple[str, ...]:
-    """Validate model names (case-sensitive, as statsforecast spells them)."""
-    unknown = [n for n in names if n not in KNOWN_MODELS]
+def check_names(names: Sequence[str], known: Sequence[str], what: str) -> tuple[str, ...]:
+    """``names`` without repeats, or PharmalabInputError naming the unknown ones."""
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
         raise PharmalabInputError(
-            f"unknown model(s) {', '.join(map(repr, unknown)) or '(none given)'}; "
-            f"expected some of {', '.join(KNOWN_MODELS)}")
+            f"unknown {what} {', '.join(map(repr, unknown)) or '(none given)'}; "
+            f"expected some of {', '.join(known)}")
     return tuple(dict.fromkeys(names))
+
+
+def check_models(names: Sequence[str]) -> tuple[str, ...]:
+    """Validate model names (case-sensitive, as statsforecast spells them)."""
+    return check_names(names, KNOWN_MODELS, "model(s)")
 
 
 def local_models(names: Sequence[str], season_length: int) -> list:

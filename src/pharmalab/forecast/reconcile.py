@@ -19,8 +19,8 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from pharmalab.errors import PharmalabInputError
 from pharmalab.forecast.hierarchy import Hierarchy
+from pharmalab.forecast.models import check_names
 
 RECONCILERS = ("BottomUp", "MinTrace_mint_shrink", "MinTrace_wls_var",
                "TopDown_forecast_proportions")
@@ -28,12 +28,8 @@ DEFAULT_RECONCILERS = ("BottomUp", "MinTrace_mint_shrink", "TopDown_forecast_pro
 
 
 def check_reconcilers(names: Sequence[str]) -> tuple[str, ...]:
-    unknown = [n for n in names if n not in RECONCILERS]
-    if unknown or not names:
-        raise PharmalabInputError(
-            f"unknown reconciliation method(s) {', '.join(map(repr, unknown)) or '(none)'}; "
-            f"expected some of {', '.join(RECONCILERS)}")
-    return tuple(dict.fromkeys(names))
+    """Validate reconciliation method names (:data:`RECONCILERS`)."""
+    return check_names(names, RECONCILERS, "reconciliation method(s)")
 
 
 def reconcile(base: pd.DataFrame, hierarchy: Hierarchy, methods: Sequence[str],
