@@ -462,6 +462,13 @@ def pharmacy() -> tuple[str, list[str]]:
                            cutoffs, forms)
 
 
+def seasonal_fits(forms: dict) -> str:
+    fits = [f for picked in forms.values() for f in picked.split(", ")]
+    seasonal = sum(f.rstrip(")").endswith(("A", "M")) for f in fits)
+    return (f"{seasonal} of {len(fits)} fits are seasonal (m = 52), the others have no "
+            "seasonal component." if fits else "not computed.")
+
+
 def pharmacy_report(rows, ours, per_series, problems, weekly, lengths, cutoffs, forms):
     table = pd.DataFrame(rows).sort_values("mase")
     best = table.iloc[0]
@@ -499,8 +506,8 @@ scale: seasonal naive (m = 52) in-sample error of each window's training data.
 
 {markdown(head, body)}
 
-Mean MASE per series over the 4 windows, and the ETS form `AutoETS(season_length=52)` picked in
-each window (`m` is dropped to 1 when the form has no seasonal component):
+Mean MASE per series over the 4 windows, and the ETS form `AutoETS(season_length=52)` picks in
+each window's training data: {seasonal_fits(forms)}
 
 {markdown(['series', *names, 'AutoETS(52) forms by window'], series_rows,
           (0, len(names) + 1))}
