@@ -39,6 +39,7 @@ lock: $(BIN)/python
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cdm_load.py
 	$(BIN)/python benchmarks/characterize.py
+	$(BIN)/python benchmarks/forecast_pbs.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .pharmalab
