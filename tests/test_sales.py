@@ -185,7 +185,7 @@ def test_gaps_are_errors_unless_filled(tmp_path):
     with pytest.raises(SalesInputError, match=(
             r"sales.csv: series 'N' has 2 months missing between 2020-01-01 and 2020-05-01 "
             r"\(first missing: 2020-02-01\); expected one row per month \(2 series with gaps, "
-            r"3 missing months in all\); pass fill_missing=True")):
+            r"3 missing months in all\); fill them with 0 with --fill-missing")):
         sales.read_sales_csv(path, time_col="Month", value_col="Packs", hierarchy=["Region"])
     data = sales.read_sales_csv(path, time_col="Month", value_col="Packs",
                                 hierarchy=["Region"], fill_missing=True)
@@ -439,3 +439,9 @@ def test_dispensing_privacy(gibleed_drugs):
     with pytest.raises(SalesInputError, match=r"start 2011-01 is after end 2010-12"):
         sales.cdm_dispensing_series(con, start="2011-01", end="2010-12")
     con.disconnect()
+
+
+def test_header_only_file_is_a_clear_error(tmp_path):
+    path = _csv(tmp_path, "Month,Region,Packs\n")
+    with pytest.raises(SalesInputError, match="sales.csv: has a header but no data rows"):
+        sales.read_sales_csv(path, time_col="Month", value_col="Packs", hierarchy=["Region"])

@@ -382,6 +382,10 @@ def forecast_cmd(
     from pharmalab.forecast import ForecastSettings
     from pharmalab.forecast.outputs import load_sales, run_forecast
 
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
+                                  "forecast files")
+
     data = load_sales(sales, time_col=time_col, value_col=value_col,
                       series_cols=_names(series_cols), hierarchy=_names(hierarchy),
                       fill_missing=fill_missing, data_end=data_end)

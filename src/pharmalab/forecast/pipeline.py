@@ -127,9 +127,9 @@ class ForecastResult:
         :func:`~pharmalab.forecast.metrics.summarize_metrics` of ``metrics``.
     model_choice
         Per series: ``level``, ``demand_class``, ``adi``, ``cv2``, ``fallback`` (reason or
-        empty), ``best_model`` (lowest backtest MASE), ``weight_<model>`` (1 / backtest MASE,
-        normalized to sum 1: the weights of ``inverse_mase``; for ``median`` the models with
-        a weight above 0 are those whose median is taken) and
+        empty), ``combination`` (e.g. ``median of 4 models``), ``best_model`` (lowest backtest
+        MASE among the models used), ``weight_<model>`` (the weight of each model in the final
+        forecast, summing to 1: 1/k for each of the k models of a median) and
         ``mase_<model>`` (mean backtest MASE of each base model).
     reconciliation
         Per window (and ``final``): ``cutoff``, ``method``, ``reason``, and the mean MASE of
@@ -308,7 +308,7 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
         rows = base_cv[base_cv["cutoff"] == cutoff]
         allowed = _allowed(rows["unique_id"].unique(), model_cols, classes[cutoff])
         weights = _weights(model_mase[model_mase["cutoff"] < cutoff], allowed, settings.top_k)
-        combined = _combine(rows, weights, model_cols, settings.combination)
+        combined, _ = _combine(rows, weights, allowed, model_cols, settings.combination)
         wide = combined.pivot(index="unique_id", columns="ds", values="mean")
         earlier = (pd.concat(chosen_rows) if chosen_rows else None)
         candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=earlier)
@@ -369,7 +369,7 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     final_classes = classify_demand(series).set_index("unique_id")
     allowed = _allowed(base["unique_id"].unique(), model_cols, final_classes)
     weights = _weights(model_mase, allowed, settings.top_k)
-    combined = _combine(base, weights, model_cols, settings.combination)
+    combined, used = _combine(base, weights, allowed, model_cols, settings.combination)
     wide = combined.pivot(index="unique_id", columns="ds", values="mean")
     candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=chosen)
     reported = pd.concat(rec_history)
@@ -393,8 +393,8 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
             hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed)
     timings["sample paths"] = time.perf_counter() - clock
 
-    choice = _model_choice(weights, model_mase, final_classes, level_of, cv_ids, final_ids,
-                           lengths, model_cols)
+    choice = _model_choice(used, settings.combination, model_mase, final_classes, level_of,
+                           cv_ids, final_ids, lengths, model_cols)
     return ForecastResult(
         forecast=result_forecast, paths=paths, backtest=backtest,
         backtest_paths=backtest_paths, metrics=metrics,
@@ -426,7 +426,7 @@ def _with_fallback_cv(base_cv, series, cv_ids, cutoffs, h, offset, season_length
             rows.append(pd.DataFrame({"unique_id": uid, "ds": dates, "cutoff": cutoff,
                                       "y": actual.reindex(dates).fillna(0).to_numpy(),
                                       models.FALLBACK: values}))
-    return pd.concat([base_cv, *rows], ignore_index=True)
+    return pd.concat([f for f in (base_cv, *rows) if len(f)], ignore_index=True)
 
 
 def _with_fallback_final(base, series, final_ids, last, h, offset, season_length):
@@ -438,7 +438,7 @@ def _with_fallback_final(base, series, final_ids, last, h, offset, season_length
                           models.FALLBACK: models.naive_fallback(hist, last, dates,
                                                                  season_length)})
             for uid, hist in series[series["unique_id"].isin(short)].groupby("unique_id")]
-    return pd.concat([base, *rows], ignore_index=True)
+    return pd.concat([f for f in (base, *rows) if len(f)], ignore_index=True)
 
 
 def _model_mase(base_cv: pd.DataFrame, model_cols: list[str], scales: dict) -> pd.DataFrame:
@@ -487,23 +487,45 @@ def _weights(history: pd.DataFrame, allowed: pd.DataFrame, top_k: int | None = N
     return inverse.div(total.where(total > 0), axis=0).fillna(0)
 
 
-def _combine(rows: pd.DataFrame, weights: pd.DataFrame, model_cols: list[str],
-             how: str = "median") -> pd.DataFrame:
-    """Combine each row's base forecasts: the median of the models with a weight, or their
-    weighted mean. Models missing for a row are left out (weights renormalized)."""
-    values = rows.reindex(columns=model_cols).to_numpy(dtype="float64")
-    w = weights.reindex(rows["unique_id"]).to_numpy()
-    present = ~np.isnan(values)
-    w = np.where(present, w, 0)
-    total = w.sum(axis=1, keepdims=True)
-    w = np.where(total > 0, w / np.where(total > 0, total, 1), present / np.maximum(
-        present.sum(axis=1, keepdims=True), 1))
+def _combine(rows: pd.DataFrame, weights: pd.DataFrame, allowed: pd.DataFrame,
+             model_cols: list[str], how: str = "median") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Combine each row's base forecasts (each clipped at 0: demand is never negative).
+
+    ``how="median"``: the median of the models with a weight; ``"inverse_mase"``: their
+    weighted mean. A model missing for a series (it could not run there) is left out and the
+    weights renormalized; a series whose weighted models are all missing (e.g. scored only by
+    the naive fallback in the backtest) gets equal weights over its *allowed* models that ran.
+
+    Returns
+    -------
+    (combined, used)
+        ``unique_id, ds, mean`` rows, and the effective weights per series (index
+        ``unique_id``, one column per model, rows sum to 1; for the median, 1/k on each of the
+        k models whose median is taken).
+    """
+    values = np.maximum(rows.reindex(columns=model_cols).to_numpy(dtype="float64"), 0)
+    present = pd.DataFrame(~np.isnan(values), columns=model_cols).groupby(
+        rows["unique_id"].to_numpy()).all()
+    ok = allowed.reindex(present.index).fillna(False).astype(bool) & present
+    w = weights.reindex(present.index).fillna(0).where(ok, 0)
+    total = w.sum(axis=1)
+    equal = ok.astype("float64").div(ok.sum(axis=1).where(ok.sum(axis=1) > 0), axis=0)
+    w = w.div(total.where(total > 0), axis=0)
+    w.loc[total <= 0] = equal.loc[total <= 0]
+    w = w.fillna(0)
     if how == "median":
-        mean = np.nanmedian(np.where(w > 0, values, np.nan), axis=1)
+        used = (w > 0).astype("float64")
+        used = used.div(used.sum(axis=1).where(used.sum(axis=1) > 0), axis=0).fillna(0)
     else:
-        mean = np.nansum(np.nan_to_num(values) * w, axis=1)
-    return pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
-                         "ds": rows["ds"].to_numpy(), "mean": np.maximum(mean, 0)})
+        used = w
+    per_row = used.reindex(rows["unique_id"]).to_numpy()
+    if how == "median":
+        mean = np.nanmedian(np.where(per_row > 0, values, np.nan), axis=1)
+    else:
+        mean = np.nansum(np.nan_to_num(values) * per_row, axis=1)
+    combined = pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
+                             "ds": rows["ds"].to_numpy(), "mean": np.nan_to_num(mean)})
+    return combined, used
 
 
 def _long(wide: pd.DataFrame) -> pd.DataFrame:
@@ -511,9 +533,9 @@ def _long(wide: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["unique_id", "ds"]).reset_index(drop=True)
 
 
-def _model_choice(weights, model_mase, classes, level_of, cv_ids, final_ids, lengths,
-                  model_cols) -> pd.DataFrame:
-    out = pd.DataFrame(index=weights.index)
+def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, final_ids,
+                  lengths, model_cols) -> pd.DataFrame:
+    out = pd.DataFrame(index=used.index.rename("unique_id"))
     out["level"] = out.index.map(level_of)
     cls = classes.reindex(out.index)
     out["demand_class"] = cls["demand_class"]
@@ -523,10 +545,16 @@ def _model_choice(weights, model_mase, classes, level_of, cv_ids, final_ids, len
     out["fallback"] = ""
     out.loc[~out.index.isin(cv_ids), "fallback"] = "too short for every backtest window"
     out.loc[~out.index.isin(final_ids), "fallback"] = "shorter than two seasons"
-    out["best_model"] = weights.idxmax(axis=1)
-    for m in model_cols:
-        out[f"weight_{m}"] = weights[m]
+    n_used = (used > 0).sum(axis=1)
+    out["combination"] = [
+        (f"median of {n}" if combination == "median" else f"inverse-MASE mean of {n}")
+        + f" model{'s' if n != 1 else ''}" for n in n_used]
     mean_mase = model_mase.groupby("unique_id")[model_cols].mean().reindex(out.index)
+    scored = mean_mase.where(used > 0)
+    out["best_model"] = scored.fillna(np.inf).idxmin(axis=1).where(
+        scored.notna().any(axis=1), used.idxmax(axis=1))
+    for m in model_cols:
+        out[f"weight_{m}"] = used[m]
     for m in model_cols:
         out[f"mase_{m}"] = mean_mase[m]
     return out.reset_index()

@@ -133,7 +133,8 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> s
         f"{name}: cannot infer the frequency: the dates are not all month starts, not all "
         f"the same weekday, and not consecutive days (smallest step {int(steps.min())} days, "
         f"first dates {', '.join(d.strftime('%Y-%m-%d') for d in unique[:3])}); "
-        "pass freq ('MS', 'W-SUN' or 'D')"
+        "monthly data must be dated on the first of the month; weekly data on one weekday; "
+        "or pass freq ('MS', 'W-SUN' or 'D') to the Python API"
     )
 
 
@@ -374,7 +375,8 @@ def _fill_gaps(
             f"missing between {_day(grid[gappy.loc[uid, 'min']])} and "
             f"{_day(grid[gappy.loc[uid, 'max']])} (first missing: {_day(grid[first_gap])}); "
             f"expected one row per {kind} ({len(gappy)} series with gaps, {total} missing "
-            f"{kind}s in all); pass fill_missing=True to fill them with 0"
+            f"{kind}s in all); fill them with 0 with --fill-missing (fill_missing=True, "
+            "fill_missing = true in study.toml) if no sale is what they mean"
         )
     starts, stops = gappy["min"].to_numpy(), gappy["max"].to_numpy() + 1
     lengths = stops - starts

@@ -237,6 +237,8 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
     except Exception as exc:
         raise SalesInputError(f"{path.name}: cannot be read as CSV: {exc}") from None
     _require(path, raw, required)
+    if raw.empty:
+        raise SalesInputError(f"{path.name}: has a header but no data rows")
     return raw
 
 

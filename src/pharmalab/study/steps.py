@@ -204,6 +204,8 @@ def preflight(ctx: StepContext) -> None:
             raise StudyConfigError("[forecast] without file forecasts the [sales] series: "
                                    "add [[sales.inputs]] or give forecast.file")
         _forecast_settings(ctx)  # unknown models etc. stop the study here
+        if f.file and not ctx.path(f.file).is_file():
+            raise StudyConfigError(f"[forecast] file {str(ctx.path(f.file))!r} does not exist")
     for name in ("characterize", "incidence", "survival", "extract", "journey", "pathways"):
         if getattr(ctx.study, name) is not None and ctx.study.cdm is None:
             raise StudyConfigError(f"[{name}] needs a [cdm] section (where the cohorts are)")
@@ -537,7 +539,7 @@ def _forecast_settings(ctx: StepContext):
                                 step=f.step, models=tuple(f.models) if f.models else None,
                                 n_paths=f.n_paths, seed=f.seed)
     except PharmalabInputError as exc:
-        raise StudyConfigError(f"[forecast]: {exc}") from None
+        raise StudyConfigError(f"study.toml in {ctx.study_dir}: [forecast]: {exc}") from None
 
 
 def _forecast(ctx: StepContext, tick: Tick) -> Section:
