@@ -243,3 +243,18 @@ def test_cli_bad_hierarchy_column_is_one_line(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: pbs.csv: column 'Brand' is missing")
     assert not (tmp_path / "x").exists()
+
+
+def test_backtest_fallback_never_brings_intermittent_models_to_a_smooth_series():
+    """60 months, 3 windows of 12 + warm-up: the backtest scores only the naive fallback, and
+    the final forecast must still use only the models allowed for a smooth series."""
+    frame = _h02().tail(60)
+    result = forecast(frame, freq="MS", season_length=12,
+                      settings=ForecastSettings(models=("SeasonalNaive", "AutoETS",
+                                                        "CrostonSBA"), n_paths=0))
+    choice = result.model_choice.iloc[0]
+    assert choice["fallback"] == "too short for every backtest window"
+    assert choice["demand_class"] == "smooth"
+    assert choice["weight_CrostonSBA"] == 0
+    assert choice["combination"] == "median of 2 models"
+    assert choice["weight_SeasonalNaive"] == choice["weight_AutoETS"] == 0.5

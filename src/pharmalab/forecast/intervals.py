@@ -9,9 +9,10 @@ combined and reconciled forecasts, which no
 model's own intervals describe, and works for series too short for mlforecast's conformal
 intervals (24-month PBS series).
 
-Sample paths keep the dependence across the horizon: a Gaussian AR(1) copula over *h* with the
-lag-one correlation of the pooled scaled errors, mapped through Q_h. Bottom-level paths are
-drawn independently per series and summed up the hierarchy, so every path is coherent.
+Sample paths keep the dependence across the horizon and across series: a Gaussian copula with
+an AR(1) over *h* (the lag-one correlation of the pooled scaled errors) and one common factor
+over the bottom series (their average pairwise error correlation), mapped through Q_h.
+Bottom-level paths are summed up the hierarchy, so every path is coherent.
 """
 
 from __future__ import annotations
@@ -122,6 +123,24 @@ def lag_one_correlation(errors: pd.DataFrame) -> float:
     return float(np.clip(np.nan_to_num(r), 0.0, 0.99))
 
 
+def cross_correlation(errors: pd.DataFrame, ids: Sequence[str]) -> float:
+    """Average pairwise correlation of the scaled errors of the series ``ids`` at the same
+    origin and step (0 … 0.95), from their normal scores (robust to heavy tails)."""
+    e = errors[errors["unique_id"].isin(set(ids))].copy()
+    if e.empty:
+        return 0.0
+    rank = e.groupby("h")["e"].rank(pct=True)
+    count = e.groupby("h")["e"].transform("size")
+    e["z"] = norm.ppf((rank * count - 0.5) / count)
+    g = e.groupby(["cutoff", "h"])["z"]
+    n, s, q = g.size(), g.sum(), g.apply(lambda z: float((z ** 2).sum()))
+    ok = (n > 1) & (q > 0)
+    if not ok.any():
+        return 0.0
+    r = (s[ok] ** 2 - q[ok]) / ((n[ok] - 1) * q[ok])
+    return float(np.clip(np.nan_to_num(r.mean()), 0.0, 0.95))
+
+
 def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
                  summing: np.ndarray, node_ids: Sequence[str], bottom_ids: Sequence[str],
                  n_paths: int, seed: int = 0) -> pd.DataFrame:
@@ -152,12 +171,19 @@ def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
     horizon = bottom.shape[1]
     q_table = error_quantiles(errors, _PATH_GRID, horizon)            # (H × G)
     rho = lag_one_correlation(errors)
+    rho_x = cross_correlation(errors, bottom_ids)
     n_bottom = len(bottom_ids)
-    z = np.empty((n_paths, n_bottom, horizon))
-    z[..., 0] = rng.standard_normal((n_paths, n_bottom))
-    for h in range(1, horizon):
-        z[..., h] = rho * z[..., h - 1] + np.sqrt(1 - rho ** 2) * rng.standard_normal(
-            (n_paths, n_bottom))
+
+    def ar1(shape):
+        z = np.empty((*shape, horizon))
+        z[..., 0] = rng.standard_normal(shape)
+        for h in range(1, horizon):
+            z[..., h] = rho * z[..., h - 1] + np.sqrt(1 - rho ** 2) * rng.standard_normal(shape)
+        return z
+
+    # One common factor shared by every bottom series of a path: aggregates get the spread
+    # that the bottom series' correlated errors give them, not that of independent ones.
+    z = np.sqrt(rho_x) * ar1((n_paths, 1)) + np.sqrt(1 - rho_x) * ar1((n_paths, n_bottom))
     u = norm.cdf(z)
     draws = np.empty_like(u)
     for h in range(horizon):

@@ -10,6 +10,7 @@ history to choose from. The final forecast uses every window.
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -236,7 +237,10 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
                                 how="left") if len(base_cv) else gcv
         timings["LightGBM (backtest)"] = time.perf_counter() - clock
     base_cv = _with_fallback_cv(base_cv, series, cv_ids, cutoffs, h, offset, season_length)
-    model_cols = [m for m in (*settings.models, models.FALLBACK) if m in base_cv.columns]
+    # Every model keeps its column even where it could run on no series in the backtest (all
+    # too short): the final forecast may still use it.
+    model_cols = [*settings.models, models.FALLBACK]
+    base_cv = base_cv.reindex(columns=["unique_id", "ds", "cutoff", "y", *model_cols])
     short = sorted(set(lengths.index) - set(cv_ids))
     if short:
         notes.append(
@@ -520,7 +524,9 @@ def _combine(rows: pd.DataFrame, weights: pd.DataFrame, allowed: pd.DataFrame,
         used = w
     per_row = used.reindex(rows["unique_id"]).to_numpy()
     if how == "median":
-        mean = np.nanmedian(np.where(per_row > 0, values, np.nan), axis=1)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no model: 0 below
+            mean = np.nanmedian(np.where(per_row > 0, values, np.nan), axis=1)
     else:
         mean = np.nansum(np.nan_to_num(values) * per_row, axis=1)
     combined = pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
