@@ -258,3 +258,25 @@ def test_backtest_fallback_never_brings_intermittent_models_to_a_smooth_series()
     assert choice["weight_CrostonSBA"] == 0
     assert choice["combination"] == "median of 2 models"
     assert choice["weight_SeasonalNaive"] == choice["weight_AutoETS"] == 0.5
+
+
+def test_grouped_structure_is_coherent():
+    """Concession and ATC1 crossed (a grouped structure, not a tree): 1 + 2 + 3 + 6 series."""
+    data = read_sales_csv(DATA / "pbs.csv", time_col="Month", value_col="Scripts",
+                          hierarchy=["Concession", "Type", "ATC1", "ATC2"])
+    frame = data.frame[data.frame["ATC1"].isin(["A", "C", "N"])]
+    frame = frame.groupby(["Concession", "ATC1", "ds"], as_index=False)["y"].sum()
+    frame["unique_id"] = frame["Concession"] + "/" + frame["ATC1"]
+    result = forecast(frame, freq="MS", season_length=12, hierarchy=["Concession", "ATC1"],
+                      grouped_levels=[["Concession"], ["ATC1"]],
+                      settings=ForecastSettings(models=("SeasonalNaive", "AutoETS"),
+                                                n_paths=10))
+    hier = result.hierarchy
+    assert not hier.is_strict
+    assert [len(v) for v in hier.tags.values()] == [1, 2, 3, 6]
+    assert "TopDown_forecast_proportions" not in set(result.reconciliation["method"])
+    wide = result.forecast.pivot(index="unique_id", columns="ds", values="mean")
+    np.testing.assert_allclose(wide.loc[hier.node_ids].to_numpy(),
+                               hier.S() @ wide.loc[hier.bottom_ids].to_numpy(), atol=1e-6)
+    atc = wide.loc[["Total/A", "Total/C", "Total/N"]].sum()
+    np.testing.assert_allclose(atc.to_numpy(), wide.loc["Total"].to_numpy(), rtol=1e-9)

@@ -356,6 +356,10 @@ def forecast_cmd(
     hierarchy: Annotated[str | None, typer.Option(
         "--hierarchy", help="Category columns top to bottom, comma-separated, e.g. "
                             "Concession,Type,ATC1,ATC2.")] = None,
+    grouped_levels: Annotated[str | None, typer.Option(
+        "--grouped-levels", help="A grouped structure instead of a tree: aggregation levels "
+                                 "separated by ';', each a comma-separated column list, e.g. "
+                                 "'Concession;ATC1' with --hierarchy Concession,ATC1.")] = None,
     series_cols: Annotated[str | None, typer.Option(
         "--series-cols", help="Wide file: the series columns (default: every other "
                               "column).")] = None,
@@ -392,15 +396,92 @@ def forecast_cmd(
     settings = ForecastSettings(
         horizon=horizon, backtest_windows=backtest_windows, step=step,
         models=tuple(_names(models)) if models else None, n_paths=n_paths, seed=seed)
+    levels = ([_names(level) for level in grouped_levels.split(";")] if grouped_levels
+              else ())
     with _progress() as progress:
         task = progress.add_task("forecast", total=None)
         result, written = run_forecast(
-            data, out, settings,
+            data, out, settings, grouped_levels=levels,
             progress=lambda stage: progress.update(task, description=stage))
     for note in result.notes:
         out_console.print(f"note: {note}")
     _print_frame(result.summary, "Backtest accuracy (rolling origin; MASE, RMSSE, WAPE, "
                                  "scaled CRPS, interval coverage)")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+@app.command("supply")
+def supply_cmd(
+    forecast: Annotated[Path, typer.Option(
+        "--forecast", help="Forecast folder (pharmalab forecast --out DIR).")],
+    lead_time: Annotated[int, typer.Option(
+        "--lead-time", help="Lead time L in periods of the series (≥ 0).")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    review_period: Annotated[int, typer.Option(
+        "--review-period", help="Review period R in periods (≥ 1).")] = 1,
+    service_level: Annotated[float, typer.Option(
+        "--service-level", help="Target, strictly between 0 and 1.")] = 0.95,
+    service_type: Annotated[str, typer.Option(
+        "--service-type", help="csl (cycle service level) or fill_rate.")] = "csl",
+    on_hand: Annotated[Path | None, typer.Option(
+        "--on-hand", help="CSV unique_id, on_hand[, on_order]: also write orders.csv.")
+    ] = None,
+    h: Annotated[float, typer.Option(
+        "--h", help="Holding cost per unit per period.")] = 1.0,
+    p: Annotated[float | None, typer.Option(
+        "--p", help="Backorder cost per unit per period (default h·α/(1−α)).")] = None,
+    series_level: Annotated[str, typer.Option(
+        "--series-level", help="bottom (the hierarchy's bottom series) or all.")] = "bottom",
+    naive_window: Annotated[int, typer.Option(
+        "--naive-window", help="Periods of past demand behind the naive policy.")] = 12,
+    discrete_below: Annotated[float, typer.Option(
+        "--discrete-below", help="Protection-period mean below which demand is Poisson or "
+                                 "negative binomial.")] = 20.0,
+    series: Annotated[str | None, typer.Option(
+        "--series", help="Series to draw, comma-separated (default: the 3 with the most "
+                         "demand).")] = None,
+    sales: Annotated[Path | None, typer.Option(
+        "--sales", help="The sales file the forecast was made from (the naive policy's past "
+                        "demand); read with the options below, as pharmalab forecast does.")
+    ] = None,
+    time_col: Annotated[str | None, typer.Option("--time-col")] = None,
+    value_col: Annotated[str | None, typer.Option("--value-col")] = None,
+    hierarchy: Annotated[str | None, typer.Option("--hierarchy")] = None,
+    series_cols: Annotated[str | None, typer.Option("--series-cols")] = None,
+    fill_missing: Annotated[bool, typer.Option("--fill-missing")] = False,
+    data_end: Annotated[str | None, typer.Option("--data-end")] = None,
+) -> None:
+    """Inventory policies from a forecast: policy.csv, orders.csv (with --on-hand),
+    backtest.csv (forecast-driven vs naive policy on the backtest windows), figures.html."""
+    from pharmalab.supply import PolicySettings, run_supply
+
+    settings = PolicySettings(
+        lead_time=lead_time, review_period=review_period, service_level=service_level,
+        service_type=service_type, h=h, p=p, discrete_below=discrete_below,
+        naive_window=naive_window, series_level=series_level)
+    history = None
+    if sales is not None:
+        if not time_col:
+            raise PharmalabInputError("--sales needs --time-col (and the other options the "
+                                      "forecast was made with)")
+        from pharmalab.forecast.outputs import load_sales
+
+        history = load_sales(sales, time_col=time_col, value_col=value_col,
+                             series_cols=_names(series_cols), hierarchy=_names(hierarchy),
+                             fill_missing=fill_missing, data_end=data_end).frame
+    with _progress() as progress:
+        progress.add_task("supply", total=None)
+        result, written = run_supply(forecast, out, settings, on_hand=on_hand, sales=history,
+                                     series=_names(series))
+    for note in result.notes:
+        out_console.print(f"note: {note}")
+    summary = result.backtest.summary
+    shown = [c for c in ("level", "series", "windows", "target", "forecast_fill_rate_pooled",
+                         "forecast_csl_pooled", "forecast_avg_on_hand",
+                         "naive_fill_rate_pooled", "naive_csl_pooled", "naive_avg_on_hand",
+                         "stock_ratio") if c in summary.columns]
+    _print_frame(summary[shown], "Policy backtest: achieved service and average stock, "
+                                 "forecast-driven vs naive (R, S) policy")
     out_console.print("written: " + ", ".join(str(p) for p in written))
 
 

@@ -70,13 +70,22 @@ class Hierarchy:
 
 def hierarchy_spec(columns: Sequence[str] = (), levels: Sequence[Sequence[str]] = ()
                    ) -> list[list[str]]:
-    """The ``aggregate`` spec: a total, then each prefix of ``columns`` (a strict hierarchy),
-    or the total then ``levels`` as given (a grouped structure)."""
-    if columns and levels:
-        raise PharmalabInputError("give either hierarchy columns or grouped levels, not both")
-    if columns:
-        return [[TOTAL]] + [[TOTAL, *columns[: i + 1]] for i in range(len(columns))]
-    return [[TOTAL]] + [[TOTAL, *level] for level in levels]
+    """The ``aggregate`` spec: a total, then each prefix of ``columns`` (a strict hierarchy);
+    or, with ``levels``, the total, each level as given and the bottom level ``columns`` (a
+    grouped structure, e.g. Concession and ATC1 crossed)."""
+    if levels:
+        if not columns:
+            raise PharmalabInputError("grouped levels need the bottom-level columns too "
+                                      "(the hierarchy columns, e.g. Concession,ATC1)")
+        unknown = sorted({c for level in levels for c in level} - set(columns))
+        if unknown:
+            raise PharmalabInputError(
+                f"grouped level column(s) {', '.join(unknown)} are not among the hierarchy "
+                f"columns ({', '.join(columns)})")
+        spec = [[TOTAL]] + [[TOTAL, *level] for level in levels]
+        bottom = [TOTAL, *columns]
+        return spec + ([bottom] if bottom not in spec else [])
+    return [[TOTAL]] + [[TOTAL, *columns[: i + 1]] for i in range(len(columns))]
 
 
 def build_hierarchy(frame: pd.DataFrame, columns: Sequence[str] = (),
@@ -93,7 +102,9 @@ def build_hierarchy(frame: pd.DataFrame, columns: Sequence[str] = (),
         Empty with no ``levels``: the series are forecast as they are (no hierarchy); the
         result then has one level holding every ``unique_id`` of ``frame``.
     levels
-        A grouped structure instead: lists of columns, each an aggregation level.
+        A grouped structure: lists of columns, each an aggregation level between the total
+        and the bottom level ``columns`` (e.g. ``[["Concession"], ["ATC1"]]`` with
+        ``columns=["Concession", "ATC1"]``). Top-down reconciliation does not apply to it.
 
     Returns
     -------

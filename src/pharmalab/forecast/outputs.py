@@ -143,7 +143,7 @@ def load_sales(path: str | os.PathLike, *, time_col: str, value_col: str | None 
 
 
 def run_forecast(data, folder: str | os.PathLike, settings: ForecastSettings,
-                 progress=None) -> tuple[ForecastResult, list[Path]]:
+                 progress=None, grouped_levels=()) -> tuple[ForecastResult, list[Path]]:
     """Forecast :class:`pharmalab.sales.SalesData` with :func:`forecast` and write the files.
 
     The loader's notes (dropped partial periods, filled gaps, short series) are carried into
@@ -152,7 +152,8 @@ def run_forecast(data, folder: str | os.PathLike, settings: ForecastSettings,
     from pharmalab.forecast.pipeline import forecast
 
     result = forecast(data.frame, freq=data.freq, season_length=data.season_length,
-                      hierarchy=data.hierarchy, settings=settings, progress=progress)
+                      hierarchy=data.hierarchy, grouped_levels=grouped_levels,
+                      settings=settings, progress=progress)
     result.notes[:0] = list(data.notes)
     written = write_forecast(result, folder, settings,
                              source={"source": data.source, "freq": data.freq,

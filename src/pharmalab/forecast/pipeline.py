@@ -168,7 +168,9 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     freq, season_length
         pandas frequency (``'MS'``, ``'W-SUN'``, ``'D'``) and periods per season.
     hierarchy, grouped_levels
-        See :func:`~pharmalab.forecast.hierarchy.build_hierarchy`.
+        Bottom-level category columns (top to bottom for a tree) and, for a grouped
+        structure, its aggregation levels; see
+        :func:`~pharmalab.forecast.hierarchy.build_hierarchy`.
     settings
         :class:`ForecastSettings` (defaults: 12 periods, 3 windows, every default model).
     progress
