@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cdm_load.py
 	$(BIN)/python benchmarks/characterize.py
 	$(BIN)/python benchmarks/forecast_pbs.py
+	$(BIN)/python benchmarks/supply.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .pharmalab

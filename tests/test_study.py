@@ -130,7 +130,7 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
         ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
         ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("journey", "ok"),
-        ("pathways", "ok"), ("sales", "ok"), ("forecast", "ok")]
+        ("pathways", "ok"), ("sales", "ok"), ("forecast", "ok"), ("supply", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
         1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
@@ -166,6 +166,11 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert (fc["lo-95"] <= fc["mean"]).all() and (fc["mean"] <= fc["hi-95"]).all()
     choice = pd.read_csv(out / "forecast" / "model_choice.csv")
     assert (choice["weight_AutoARIMA"] > 0).all()
+    # (R, S) policies for a 95% fill rate and their backtest on the 3 windows, both policies
+    policy = pd.read_csv(out / "supply" / "policy.csv")
+    assert sorted(policy["unique_id"]) == ["A10", "H02"] and (policy["lead_time"] == 2).all()
+    backtest = pd.read_csv(out / "supply" / "backtest.csv")
+    assert len(backtest) == 6 and backtest["naive_fill_rate"].notna().all()
     report = result.report.read_text()
     assert "Sales forecast" in report
     assert "63,323 distinct of 67,707" in report and "Plotly" in report

@@ -47,6 +47,12 @@ Example::
     [forecast]                      # the [sales] series; or file = "pbs.csv", time_col, …
     horizon = 24
     backtest_windows = 3
+
+    [supply]                        # (R, S) policies from the forecast, and their backtest
+    lead_time = 2                   # periods of the series
+    review_period = 1
+    service_level = 0.95
+    service_type = "fill_rate"      # or "csl"
 """
 
 from __future__ import annotations
@@ -321,6 +327,24 @@ class ForecastSection(_Model):
         return self
 
 
+class SupplySection(_Model):
+    """``[supply]``: (R, S) inventory policies from the ``[forecast]`` step's forecast
+    (OUT/forecast), the replenishment plan from an on-hand file, and the policy backtest
+    against the naive policy (past demand = the series the forecast step read)."""
+
+    lead_time: StrictInt = Field(ge=0)
+    review_period: StrictInt = Field(1, ge=1)
+    service_level: float = Field(0.95, gt=0, lt=1)
+    service_type: Literal["csl", "fill_rate"] = "csl"
+    on_hand: str | None = None
+    h: float = Field(1.0, gt=0)
+    p: float | None = Field(None, gt=0)
+    series_level: Literal["bottom", "all"] = "bottom"
+    naive_window: StrictInt = Field(12, ge=2)
+    discrete_below: float = Field(20.0, ge=0)
+    series: list[str] | None = None
+
+
 class Study(_Model):
     """A whole study.toml."""
 
@@ -335,6 +359,7 @@ class Study(_Model):
     pathways: PathwaysSection | None = None
     sales: SalesSection | None = None
     forecast: ForecastSection | None = None
+    supply: SupplySection | None = None
 
 
 def read_study(path: str | Path) -> Study:

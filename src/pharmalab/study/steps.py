@@ -141,6 +141,8 @@ def plan_steps(study: Study) -> list[Step]:
     if study.forecast is not None:
         steps.append(Step("forecast", "Sales forecast", _forecast,
                           needs=() if study.forecast.file else ("sales",)))
+    if study.supply is not None:
+        steps.append(Step("supply", "Supply policies", _supply, needs=("forecast",)))
     return steps
 
 
@@ -206,6 +208,11 @@ def preflight(ctx: StepContext) -> None:
         _forecast_settings(ctx)  # unknown models etc. stop the study here
         if f.file and not ctx.path(f.file).is_file():
             raise StudyConfigError(f"[forecast] file {str(ctx.path(f.file))!r} does not exist")
+    if ctx.study.supply is not None:
+        if f is None:
+            raise StudyConfigError("[supply] needs a [forecast] section (it plans from the "
+                                   "forecast in OUT/forecast)")
+        _supply_settings(ctx)  # a bad lead time or service level stops the study here
     for name in ("characterize", "incidence", "survival", "extract", "journey", "pathways"):
         if getattr(ctx.study, name) is not None and ctx.study.cdm is None:
             raise StudyConfigError(f"[{name}] needs a [cdm] section (where the cohorts are)")
@@ -558,6 +565,7 @@ def _forecast(ctx: StepContext, tick: Tick) -> Section:
         freq = sales.infer_freq(series["ds"], name="[sales] series")
         data = sales.check_series(series, freq=freq, season_length=sales.season_length(freq),
                                   fill_missing=f.fill_missing, name="[sales] series")
+    ctx.cache["forecast_sales"] = data.frame  # the [supply] step's past demand
     folder = ctx.out / "forecast"
     result, written = fc_outputs.run_forecast(data, folder, settings,
                                               progress=(lambda s: tick(s)) if tick else None)
@@ -586,3 +594,53 @@ def _forecast(ctx: StepContext, tick: Tick) -> Section:
         "MinTrace or TopDown chosen by backtest; non-negative); quantiles by conformal "
         "prediction on earlier windows' errors. Every choice for a window uses only the "
         "windows before it."))
+
+
+def _supply_settings(ctx: StepContext):
+    from pharmalab.supply import PolicySettings
+
+    s = ctx.study.supply
+    try:
+        return PolicySettings(lead_time=s.lead_time, review_period=s.review_period,
+                              service_level=s.service_level, service_type=s.service_type,
+                              h=s.h, p=s.p, discrete_below=s.discrete_below,
+                              naive_window=s.naive_window, series_level=s.series_level)
+    except PharmalabInputError as exc:
+        raise StudyConfigError(f"[supply]: {exc}") from None
+
+
+def _supply(ctx: StepContext, tick: Tick) -> Section:
+    from pharmalab.supply import outputs as supply_outputs
+
+    s = ctx.study.supply
+    settings = _supply_settings(ctx)
+    on_hand = None
+    if s.on_hand:
+        on_hand = ctx.path(s.on_hand)
+        ctx.input_files.append(on_hand)
+    result, written = supply_outputs.run_supply(
+        ctx.out / "forecast", ctx.out / "supply", settings, on_hand=on_hand,
+        sales=ctx.cache.get("forecast_sales"), series=s.series, figures=False)
+    for path in written:
+        ctx.output("supply", path.name)
+    kind = "fill rate" if settings.service_type == "fill_rate" else "cycle service level"
+    blocks = [table(result.backtest.summary.round(4), caption=(
+        f"Policy backtest per level: achieved {kind} against the {settings.service_level:.0%} "
+        f"target and average stock, forecast-driven vs naive (R, S) policy "
+        f"(L = {settings.lead_time}, R = {settings.review_period} periods)"))]
+    blocks += [figure(fig, caption=caption)
+               for caption, fig in supply_outputs.supply_figures(result)]
+    shown = result.policy[["unique_id", "order_up_to_level", "safety_stock", "expected_csl",
+                           "expected_fill_rate", "expected_on_hand", "demand_model"]]
+    blocks.append(table(shown.round(3).head(30), caption="Policy per series (policy.csv)"))
+    if result.orders is not None:
+        blocks.append(table(result.orders.round(3).head(30),
+                            caption="Replenishment plan (orders.csv)"))
+    if result.notes:
+        blocks.append(text(" ".join(result.notes), caption="Notes"))
+    return Section("Supply policies", blocks, note=(
+        "Periodic-review order-up-to (R, S) levels from the forecast's sample paths summed "
+        "over lead time + review period (quantiles with independent periods when there are "
+        "no paths; Poisson or negative binomial for low volumes). The backtest simulates each "
+        "window's policy against the demand that followed, beside the naive policy (moving "
+        "average plus z·σ·√(L+R) safety stock from the demand before the window)."))

@@ -404,7 +404,7 @@ class _IntegerDemand(Demand):
         while lo > 0 and dist.cdf(lo) > _TAIL:
             lo = max(0, lo - step)
         hi = int(dist.isf(1e-15))
-        while dist.sf(hi) > _TAIL:
+        while dist.sf(hi) > _TAIL and hi - lo <= _MAX_TABLE:  # stop early when hopeless
             hi += step
         if hi - lo > _MAX_TABLE:
             raise SupplyInputError(
