@@ -229,6 +229,8 @@ def test_cli_forecast_writes_the_contracted_files(tmp_path):
             "coverage_80", "coverage_95"} <= set(metrics.columns)
     choice = pd.read_csv(out / "model_choice.csv")
     assert set(choice["unique_id"]) == {"M01AB", "N02BE"}
+    history = pd.read_parquet(out / "history.parquet")
+    assert len(history) == 2 * 301 and history["ds"].max() == pd.Timestamp("2019-10-06")
     manifest = json.loads((out / "forecast_manifest.json").read_text())
     assert manifest["settings"]["horizon"] == 13
 

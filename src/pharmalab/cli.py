@@ -442,7 +442,8 @@ def supply_cmd(
                          "demand).")] = None,
     sales: Annotated[Path | None, typer.Option(
         "--sales", help="The sales file the forecast was made from (the naive policy's past "
-                        "demand); read with the options below, as pharmalab forecast does.")
+                        "demand; default: the forecast folder's history.parquet); read with "
+                        "the options below, as pharmalab forecast does.")
     ] = None,
     time_col: Annotated[str | None, typer.Option("--time-col")] = None,
     value_col: Annotated[str | None, typer.Option("--value-col")] = None,

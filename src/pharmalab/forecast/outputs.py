@@ -14,6 +14,8 @@ Files (each written atomically):
 * ``model_choice.csv`` — per series: demand class, fallback, combination weights and each
   base model's backtest MASE;
 * ``reconciliation.csv`` — the method chosen for each window and the final forecast;
+* ``history.parquet`` — the bottom series' data ``unique_id, ds, y`` the forecast was made
+  from (a supply backtest's naive policy reads past demand there);
 * ``summing_matrix.parquet`` and ``tags.json`` — the hierarchy (Nixtla's ``S_df`` and tags);
 * ``forecast_manifest.json`` — settings, notes, timings.
 """
@@ -40,6 +42,7 @@ MODEL_CHOICE_FILE = "model_choice.csv"
 RECONCILIATION_FILE = "reconciliation.csv"
 SUMMING_MATRIX_FILE = "summing_matrix.parquet"
 TAGS_FILE = "tags.json"
+HISTORY_FILE = "history.parquet"
 MANIFEST_FILE = "forecast_manifest.json"
 
 
@@ -61,6 +64,7 @@ def write_forecast(result: ForecastResult, folder: str | os.PathLike,
         write_csv(folder / MODEL_CHOICE_FILE, result.model_choice),
         write_csv(folder / RECONCILIATION_FILE, result.reconciliation),
         _parquet(folder / SUMMING_MATRIX_FILE, result.hierarchy.summing_matrix),
+        _parquet(folder / HISTORY_FILE, _bottom_history(result)),
         write_text(folder / TAGS_FILE, json.dumps(
             {k: list(map(str, v)) for k, v in result.hierarchy.tags.items()}, indent=1)),
     ]
@@ -70,6 +74,12 @@ def write_forecast(result: ForecastResult, folder: str | os.PathLike,
     written.append(write_text(folder / MANIFEST_FILE, json.dumps(manifest, indent=1,
                                                                  default=str)))
     return written
+
+
+def _bottom_history(result: ForecastResult) -> pd.DataFrame:
+    series = result.hierarchy.series
+    bottom = series[series["unique_id"].isin(set(result.hierarchy.bottom_ids))]
+    return bottom[["unique_id", "ds", "y"]].reset_index(drop=True)
 
 
 def _parquet(target: Path, frame: pd.DataFrame) -> Path:

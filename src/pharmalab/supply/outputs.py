@@ -103,7 +103,8 @@ def run_supply(forecast_folder: str | os.PathLike, out: str | os.PathLike | None
         :func:`pharmalab.supply.inputs.read_on_hand`): also write ``orders.csv``.
     sales : pandas.DataFrame, optional
         ``unique_id, ds, y`` of the bottom series the forecast was made from (the naive
-        policy's past demand); without it the naive policy is not backtested.
+        policy's past demand); default the forecast folder's ``history.parquet`` (written by
+        ``pharmalab forecast``); with neither the naive policy is not backtested.
     series : list of str, optional
         Series whose inventory to draw (default: the three with the most demand).
     figures : bool, default True
@@ -132,6 +133,9 @@ def run_supply(forecast_folder: str | os.PathLike, out: str | os.PathLike | None
         if unknown:
             raise SupplyInputError(f"series {unknown[0]!r} to draw is not among the planned "
                                    f"series (e.g. {folder.series[0]!r})")
+    if sales is None and (folder.path / "history.parquet").is_file():
+        # pharmalab forecast writes the bottom series' data beside the forecast
+        sales = pd.read_parquet(folder.path / "history.parquet")
     history = None if sales is None else series_history(sales, folder)
     level_of = folder.level_of
     forecasts = folder.forecasts()
