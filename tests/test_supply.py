@@ -396,7 +396,7 @@ def test_other_bad_inputs_name_what_is_wrong(tmp_path):
     with pytest.raises(SupplyInputError, match="does not exist"):
         read_forecast_folder(tmp_path / "nowhere")
     (tmp_path / "stock.csv").write_text("unique_id,on_hand\nA,ten\n")
-    with pytest.raises(SupplyInputError, match="row 2: on_hand must be a number"):
+    with pytest.raises(SupplyInputError, match="row 2: on_hand must be a finite number, got 'ten'"):
         run_supply(tmp_path / "fc", None, PolicySettings(lead_time=2),
                    on_hand=tmp_path / "stock.csv")
     with pytest.raises(SupplyInputError, match="'B' of the forecast is not in the sales"):
@@ -501,3 +501,19 @@ def test_study_supply_section_errors(tmp_path, text, message):
     (tmp_path / "study.toml").write_text('[study]\nname = "x"\n' + text)
     with pytest.raises(StudyConfigError, match=message):
         run(tmp_path / "study.toml", tmp_path / "out")
+
+
+def test_on_hand_edge_cases_are_clear_errors(tmp_path):
+    from pharmalab.supply.inputs import read_on_hand
+
+    header_only = tmp_path / "stock.csv"
+    header_only.write_text("unique_id,on_hand,on_order\n")
+    with pytest.raises(SupplyInputError, match="has a header but no rows"):
+        read_on_hand(header_only, ["A"])
+    empty_cell = tmp_path / "empty.csv"
+    empty_cell.write_text("unique_id,on_hand,on_order\nA,10,\n")
+    with pytest.raises(SupplyInputError, match="row 2: on_order must be a finite number, got "
+                                               "an empty cell"):
+        read_on_hand(empty_cell, ["A"])
+    with pytest.raises(SupplyInputError, match="is a folder; expected a CSV"):
+        read_on_hand(tmp_path, ["A"])

@@ -456,6 +456,9 @@ def supply_cmd(
     backtest.csv (forecast-driven vs naive policy on the backtest windows), figures.html."""
     from pharmalab.supply import PolicySettings, run_supply
 
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
+                                  "supply files")
     settings = PolicySettings(
         lead_time=lead_time, review_period=review_period, service_level=service_level,
         service_type=service_type, h=h, p=p, discrete_below=discrete_below,

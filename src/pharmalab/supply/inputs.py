@@ -148,6 +148,9 @@ def read_forecast_folder(folder: str | Path, *, series_level: str = "bottom",
         column is missing, or the forecast has neither quantile columns nor sample paths.
     """
     folder = Path(folder)
+    if folder.is_file():
+        raise SupplyInputError(f"forecast folder {str(folder)!r} is a file; expected the "
+                               "folder written by pharmalab forecast --out FOLDER")
     if not folder.is_dir():
         raise SupplyInputError(f"forecast folder {str(folder)!r} does not exist (run "
                                "pharmalab forecast --out FOLDER first)")
@@ -231,6 +234,9 @@ def read_on_hand(path: str | Path, known: list[str]) -> pd.DataFrame:
         file and the series).
     """
     path = Path(path)
+    if path.is_dir():
+        raise SupplyInputError(f"on-hand file {str(path)!r} is a folder; expected a CSV "
+                               "file (unique_id, on_hand[, on_order])")
     if not path.is_file():
         raise SupplyInputError(f"on-hand file {str(path)!r} does not exist")
     try:
@@ -241,6 +247,9 @@ def read_on_hand(path: str | Path, known: list[str]) -> pd.DataFrame:
         if column not in frame.columns:
             raise SupplyInputError(f"{path.name}: column {column!r} is missing (expected "
                                    "unique_id, on_hand and optionally on_order)")
+    if frame.empty:
+        raise SupplyInputError(f"{path.name}: has a header but no rows (one row per series: "
+                               "unique_id, on_hand[, on_order])")
     if "on_order" not in frame.columns:
         frame["on_order"] = 0.0
     frame = frame[["unique_id", "on_hand", "on_order"]].copy()
@@ -252,8 +261,10 @@ def read_on_hand(path: str | Path, known: list[str]) -> pd.DataFrame:
         bad = values.isna() | ~np.isfinite(values.fillna(0))
         if bad.any():
             row = int(frame.index[bad][0]) + 2
-            raise SupplyInputError(f"{path.name}: row {row}: {column} must be a number, got "
-                                   f"{frame.loc[bad, column].iloc[0]!r}")
+            value = frame.loc[bad, column].iloc[0]
+            shown = "an empty cell" if pd.isna(value) else repr(str(value))
+            raise SupplyInputError(f"{path.name}: row {row}: {column} must be a finite number, "
+                                   f"got {shown}")
         frame[column] = values.astype(float)
     if (frame["on_order"] < 0).any():
         row = int(frame.index[frame["on_order"] < 0][0]) + 2

@@ -357,8 +357,9 @@ def _path_arrays(paths: pd.DataFrame, keys: list[str], name: str) -> dict:
     backtest paths of a large hierarchy hold millions of rows)."""
     missing = [c for c in [*keys, "ds", "path", "y"] if c not in paths.columns]
     if missing:
-        raise SupplyInputError(f"{name} paths: column {missing[0]!r} is missing (expected "
-                               f"{', '.join([*keys, 'ds', 'path', 'y'])})")
+        raise SupplyInputError(f"the sample paths that go with {name} (paths.parquet or "
+                               f"backtest_paths.parquet): column {missing[0]!r} is missing "
+                               f"(expected {', '.join([*keys, 'ds', 'path', 'y'])})")
     factors = [pd.factorize(paths[k]) for k in keys]
     ds_all = paths["ds"].to_numpy()
     path_all = paths["path"].to_numpy()

@@ -145,6 +145,10 @@ def run_supply(forecast_folder: str | os.PathLike, out: str | os.PathLike | None
     backtest = backtest_policies(folder.backtest_forecasts(), folder.actuals(), settings,
                                  history, level_of, folder.tags)
     notes = list(backtest.notes)
+    if folder.paths is not None and folder.backtest_paths is None:
+        notes.append("the policies use the forecast's sample paths but the folder has no "
+                     "backtest_paths.parquet: the backtest's policies come from quantiles "
+                     "with independent periods, so backtest and policy.csv differ in method")
     if stock is not None and len(stock) < len(folder.series):
         notes.append(f"orders.csv plans the {len(stock)} series of the on-hand file "
                      f"(of {len(folder.series)}).")
@@ -166,6 +170,9 @@ def write_supply(result: SupplyResult, out: Path, forecast_folder: Path,
     written = [write_csv(out / "policy.csv", result.policy)]
     if result.orders is not None:
         written.append(write_csv(out / "orders.csv", result.orders))
+    elif (out / "orders.csv").is_file() and (out / "supply_manifest.json").is_file():
+        # an earlier run's plan would sit beside this run's policies, looking current
+        (out / "orders.csv").unlink()
     bt = result.backtest
     written.append(write_csv(out / "backtest.csv", bt.table))
     written.append(write_csv(out / "backtest_summary.csv", bt.summary))
