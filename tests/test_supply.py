@@ -375,6 +375,7 @@ def test_error_forecast_without_quantiles_or_paths(tmp_path):
                          "--out", tmp_path / "out"),
                     "forecast.parquet has no quantile columns", "paths.parquet is missing",
                     "not only its mean")
+    assert not (tmp_path / "out").exists()  # nothing half-written
 
 
 def test_error_on_hand_rows_for_unknown_series(tmp_path):
