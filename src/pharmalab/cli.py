@@ -197,6 +197,10 @@ def cohorts_generate(
     out: Annotated[Path, typer.Option(help="Folder for the cg_*.csv results.")] = Path("."),
     force: Annotated[bool, typer.Option(
         "--force", help="Regenerate cohorts whose definition is unchanged.")] = False,
+    stats: Annotated[bool, typer.Option(
+        "--stats/--no-stats",
+        help="Inclusion-rule and censoring statistics (CohortGenerator's generateStats); "
+             "--no-stats leaves the cohorts' statistics tables empty.")] = True,
     negative_controls: Annotated[Path | None, typer.Option(
         "--negative-controls", help="CSV of negative-control outcome concepts.")] = None,
     results_schema: ResultsSchema = None,
@@ -220,7 +224,7 @@ def cohorts_generate(
     with _progress() as progress:
         task = progress.add_task("cohorts", total=len(cohort_set))
         result = cohorts_pkg.generate_cohorts(
-            db, cohort_set, force=force,
+            db, cohort_set, force=force, stats=stats,
             progress=lambda d, status: progress.update(
                 task, advance=1, description=f"cohort {d.cohort_id} {d.cohort_name}: {status}"))
     nc_ids = []

@@ -2,8 +2,12 @@
 
 Each cohort runs circe's SQL (see :mod:`pharmalab.cohorts.sql`) into staging tables of its
 own; only when they are complete are the cohort's rows in ``cohort`` and in the statistics
-tables replaced (:func:`pharmalab.cohorts.tables.replace_rows`). A failing cohort leaves every
-other cohort — and its own previous rows — as they were, and is reported.
+tables replaced, in one transaction (:func:`pharmalab.cohorts.tables.replace_many`). A failing
+cohort leaves every other cohort — and its own previous rows — as they were, and is reported.
+
+On DuckDB circe's statements are first rewritten where a cheaper statement provably gives the
+same rows (:mod:`pharmalab.cohorts.rewrite`), and temp tables that several cohorts of the set
+build the same way are built once (:mod:`pharmalab.cohorts.reuse`).
 
 Semantics are Circe's (ATLAS, CohortGenerator): entry events must fall inside an observation
 period. Eunomia's plain-SQL demo cohorts do not require this, so its celecoxib cohort counts
@@ -14,7 +18,6 @@ period).
 from __future__ import annotations
 
 import datetime as _dt
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +27,8 @@ import pandas as pd
 
 from pharmalab.cohorts import tables
 from pharmalab.cohorts.definitions import CohortDefinition, CohortSet
+from pharmalab.cohorts.reuse import Reuse, Step, lineage
+from pharmalab.cohorts.rewrite import rewrite_for_duckdb
 from pharmalab.cohorts.sql import cohort_sql, new_session_id
 from pharmalab.engine import Database
 from pharmalab.errors import CdmNotFoundError
@@ -72,6 +77,7 @@ def generate_cohorts(
     cohort_set: CohortSet,
     *,
     force: bool = False,
+    stats: bool = True,
     progress: Callable[[CohortDefinition, str], None] | None = None,
 ) -> GenerationResult:
     """Generate every cohort of ``cohort_set`` into ``db``'s results schema.
@@ -86,6 +92,11 @@ def generate_cohorts(
         Regenerate cohorts whose definition checksum is unchanged since their last
         ``COMPLETE`` generation (recorded in ``cohort_generation``); by default they are
         skipped.
+    stats
+        Write the inclusion-rule and censoring statistics (CohortGenerator's
+        ``generateStats``); without them a cohort's statistics rows are emptied, and it is
+        recorded with checksum ``<checksum>-nostats`` so that a later run with statistics
+        regenerates it.
     progress
         Called with ``(definition, status)`` after each cohort.
 
@@ -111,63 +122,60 @@ def generate_cohorts(
     tables.ensure_tables(db)
     previous = _previous_generations(db)
     todo = [d for d in cohort_set
-            if force or previous.get(d.cohort_id) != d.checksum]
-    plans = {d.cohort_id: _plan(db, d) for d in todo}
+            if force or previous.get(d.cohort_id) != _generation_checksum(d, stats)]
+    plans = {d.cohort_id: _plan(db, d, stats) for d in todo}
+    reuse = Reuse.for_scripts(db.con.raw_sql, [p.steps for p in plans.values()])
     result = GenerationResult()
-    alive = None  # primary events left in temp tables by the previous cohort, for this one
-    for definition in cohort_set:
-        start = _dt.datetime.now(_dt.UTC)
-        t0 = time.perf_counter()
-        if definition.cohort_id not in plans:
-            status, error = "SKIPPED", None
-        else:
-            plan = plans[definition.cohort_id]
-            following = todo[todo.index(definition) + 1:]
-            keep = bool(following) and plan.shares_with(plans[following[0].cohort_id])
-            try:
-                alive = _generate_one(db, definition, plan, reuse=alive, keep=keep)
-                status, error = "COMPLETE", None
-            except Exception as exc:  # one failing cohort must not stop the set
-                alive = None
-                status, error = "FAILED", f"{type(exc).__name__}: {_first_line(exc)}"
-        run = CohortRun(definition.cohort_id, definition.cohort_name, status,
-                        definition.checksum, start, _dt.datetime.now(_dt.UTC),
-                        round(time.perf_counter() - t0, 3), error)
-        if status != "SKIPPED":
-            _record_generation(db, run)
-        result.runs.append(run)
-        if progress:
-            progress(definition, status)
+    try:
+        for definition in cohort_set:
+            start = _dt.datetime.now(_dt.UTC)
+            t0 = time.perf_counter()
+            if definition.cohort_id not in plans:
+                status, error = "SKIPPED", None
+            else:
+                try:
+                    _generate_one(db, definition, plans[definition.cohort_id], reuse)
+                    status, error = "COMPLETE", None
+                except Exception as exc:  # one failing cohort must not stop the set
+                    status, error = "FAILED", f"{type(exc).__name__}: {_first_line(exc)}"
+            run = CohortRun(definition.cohort_id, definition.cohort_name, status,
+                            _generation_checksum(definition, stats), start,
+                            _dt.datetime.now(_dt.UTC), round(time.perf_counter() - t0, 3),
+                            error)
+            if status != "SKIPPED":
+                _record_generation(db, run)
+            result.runs.append(run)
+            if progress:
+                progress(definition, status)
+    finally:
+        reuse.close()
     result.counts = _update_counts(db, result.runs)
     return result
 
 
-# Circe's first statements build the concept sets and the primary (entry) events of a cohort
-# in temp tables; nothing after them changes those tables. Cohorts of a set often share them
-# (a base cohort and its restrictions): on DuckDB, where temp tables live as long as the
-# connection, consecutive cohorts with identical first statements build them once.
-_SHARED_TEMPS = ("codesets", "qualified_events")
+def _generation_checksum(definition: CohortDefinition, stats: bool) -> str:
+    # a cohort generated without statistics is regenerated when statistics are asked for
+    return definition.checksum if stats else f"{definition.checksum}-nostats"
 
 
 @dataclass
 class _Plan:
-    """One cohort's statements, staging names, and its shareable first statements."""
+    """One cohort's statements (as reusable steps) and its staging tables.
 
-    session: str
+    ``stage`` maps each results table to the staging table circe's statements write for this
+    cohort; it is swapped in once complete.
+    """
+
     stage: dict[str, str]
     sql: object = None
+    steps: list[Step] = field(default_factory=list)
     error: Exception | None = None
-    prefix: tuple[str, ...] = ()
-
-    def shares_with(self, other: _Plan) -> bool:
-        return bool(self.prefix) and self.prefix == other.prefix
 
 
-def _plan(db: Database, definition: CohortDefinition) -> _Plan:
+def _plan(db: Database, definition: CohortDefinition, stats: bool) -> _Plan:
     session = new_session_id()
-    stage = {name: f"_pl_{session}_{name}" for name in
-             ("cohort", *tables.CIRCE_STATS_TABLES.values())}
-    plan = _Plan(session, stage)
+    plan = _Plan({name: f"_pl_{session}_{name}" for name in
+                  ("cohort", *tables.CIRCE_STATS_TABLES.values(), "cohort_inclusion")})
     try:
         plan.sql = cohort_sql(
             definition,
@@ -175,75 +183,52 @@ def _plan(db: Database, definition: CohortDefinition) -> _Plan:
             cdm_schema=db.schema("cdm") or db.con.current_database,
             vocab_schema=db.schema("vocab") or db.con.current_database,
             results_schema=tables.results_schema(db),
-            cohort_table=stage["cohort"],
-            stats_tables={c: stage[ours] for c, ours in tables.CIRCE_STATS_TABLES.items()},
+            cohort_table=plan.stage["cohort"],
+            stats_tables={c: plan.stage[ours]
+                          for c, ours in tables.CIRCE_STATS_TABLES.items()},
             session_id=session,
             temp_schema=SCRATCH_SCHEMA if db.url.kind == "pyspark" else None,
+            stats=stats,
         )
     except Exception as exc:  # reported when the cohort's turn comes
         plan.error = exc
         return plan
+    statements = list(plan.sql.statements)
     if db.url.kind == "duckdb":
-        plan.prefix = _shareable_prefix(plan.sql.statements)
+        # DuckDB: rewrites that save passes, and temp tables shared across the set (temp
+        # tables live as long as the connection); see rewrite.py and reuse.py
+        statements, _ = rewrite_for_duckdb(statements)
+        # circe reads and writes the results schema only through the staging tables
+        plan.steps = lineage(statements, volatile=r"\b_pl_\w+")
+    else:
+        plan.steps = [Step(s) for s in statements]
     return plan
 
 
-def _shareable_prefix(statements) -> tuple[str, ...]:
-    for i, statement in enumerate(statements):
-        if re.match(r"\s*create\s+temp\s+table\s+qualified_events\b", statement, re.I):
-            end = i + 1
-            if end < len(statements) and re.match(r"\s*analyze\s+qualified_events\b",
-                                                  statements[end], re.I):
-                end += 1
-            prefix = tuple(statements[:end])
-            # only temp tables may be written before: nothing of the results schema
-            writes = [s for s in prefix if re.match(r"\s*(insert|create)", s, re.I)]
-            if all(any(t in s.lower()[:60] for t in _SHARED_TEMPS) for s in writes):
-                return prefix
-            return ()
-    return ()
-
-
-def _is_shared_cleanup(statement: str) -> bool:
-    # SqlRender writes TRUNCATE as DELETE FROM on DuckDB
-    match = re.match(r"\s*(?:truncate\s+table|drop\s+table|delete\s+from)\s+"
-                     r"(?:if\s+exists\s+)?(\w+)\s*;?\s*$", statement, re.I)
-    return bool(match) and match.group(1).lower() in _SHARED_TEMPS
-
-
-def _generate_one(db: Database, definition: CohortDefinition, plan: _Plan, *,
-                  reuse: tuple | None, keep: bool) -> tuple | None:
-    """Run one cohort; return the first statements whose temp tables are kept alive."""
+def _generate_one(db: Database, definition: CohortDefinition, plan: _Plan,
+                  reuse: Reuse) -> None:
+    """Run one cohort into its staging tables, then swap its rows in (all or nothing)."""
     if plan.error is not None:
         raise plan.error
-    statements = list(plan.sql.statements)
-    if reuse is not None and reuse == plan.prefix:
-        statements = statements[len(plan.prefix):]
-    if keep:
-        statements = [s for s in statements if not _is_shared_cleanup(s)]
+    rules = pd.DataFrame(
+        [(definition.cohort_id, seq, name, desc)
+         for seq, name, desc in definition.inclusion_rules],
+        columns=list(tables.COHORT_TABLES["cohort_inclusion"]))
     if db.url.kind == "pyspark":
         db.con.create_database(SCRATCH_SCHEMA, force=True)
-    succeeded = False
     try:
         for final, staged in plan.stage.items():
             tables.create_stage(db, staged, final)
-        for statement in statements:
-            db.con.raw_sql(statement)
-        for final, staged in plan.stage.items():
-            tables.replace_rows(db, final, [definition.cohort_id], staged)
-        rules = pd.DataFrame(
-            [(definition.cohort_id, seq, name, desc)
-             for seq, name, desc in definition.inclusion_rules],
-            columns=list(tables.COHORT_TABLES["cohort_inclusion"]))
-        tables.insert_frame(db, "cohort_inclusion", rules, [definition.cohort_id])
-        succeeded = True
+        reuse.execute(plan.steps)
+        tables.append_frame(db, plan.stage["cohort_inclusion"], "cohort_inclusion", rules)
+        # one transaction on DuckDB: the cohort's rows and statistics change together
+        tables.replace_many(db, [(final, [definition.cohort_id], staged)
+                                 for final, staged in plan.stage.items()])
     finally:
         for staged in plan.stage.values():
             tables.drop_quietly(db, staged)
         for temp in plan.sql.temp_tables:
-            if not (succeeded and keep and temp.lower() in _SHARED_TEMPS):
-                _drop_temp(db, temp)
-    return plan.prefix if keep else None
+            _drop_temp(db, temp)
 
 
 def _drop_temp(db: Database, name: str) -> None:

@@ -66,6 +66,7 @@ def cohort_sql(
     stats_tables: dict[str, str],
     session_id: str | None = None,
     temp_schema: str | None = None,
+    stats: bool = True,
 ) -> CohortSql:
     """Build, render and translate one cohort's SQL for ``engine``.
 
@@ -86,6 +87,8 @@ def cohort_sql(
     session_id, temp_schema
         SqlRender's temp-table emulation (Spark, BigQuery): emulated temp tables are named
         ``<temp_schema>.<session_id><name>``.
+    stats
+        Include the inclusion-rule and censoring statistics (CirceR's ``generateStats``).
 
     Returns
     -------
@@ -102,9 +105,10 @@ def cohort_sql(
                 results_schema=results_schema,
                 cohort_table=cohort_table.replace(session_id, token),
                 stats_tables={k: v.replace(session_id, token) for k, v in stats_tables.items()},
-                temp_schema=temp_schema)
+                temp_schema=temp_schema, stats=stats)
     # The cohort id is written into the SQL: the same definition under another id differs.
-    key = hashlib.sha256(json.dumps([definition.checksum, definition.cohort_id, args],
+    key = hashlib.sha256(json.dumps([_TRANSLATION, definition.checksum, definition.cohort_id,
+                                     args],
                                     sort_keys=True)
                          .encode()).hexdigest()
     statements = _cache_get(key)
@@ -116,7 +120,7 @@ def cohort_sql(
 
 
 def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, cohort_table,
-               stats_tables, session_id, temp_schema) -> list[str]:
+               stats_tables, session_id, temp_schema, stats) -> list[str]:
     from circe.api import build_cohort_query
     from circe.cohortdefinition import BuildExpressionQueryOptions
     from circe.sqlrender.renderer import render
@@ -125,9 +129,9 @@ def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, 
 
     options = BuildExpressionQueryOptions()
     options.cohort_id = definition.cohort_id
-    options.generate_stats = True
+    options.generate_stats = stats
     sql = build_cohort_query(definition.expression, options)
-    if definition.has_censor_window:
+    if stats and definition.has_censor_window:
         sql = _add_censor_stats(sql, definition.cohort_id)
     params = {
         "cdm_database_schema": cdm_schema,
@@ -149,6 +153,8 @@ def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, 
         sql = translate(sql, "duckdb", session_id=session_id)
         return [sqlglot.transpile(s, read="duckdb", write="bigquery")[0]
                 for s in split_sql(sql) if s.strip().strip(";").strip()]
+    if engine == "duckdb":
+        sql = _duckdb_date_arithmetic(sql)
     sql = translate(sql, dialect, session_id=session_id, temp_emulation_schema=temp_schema)
     statements = [s.strip() for s in split_sql(sql) if s.strip().strip(";").strip()]
     if engine == "pyspark":
@@ -158,6 +164,8 @@ def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, 
     return statements
 
 
+# Bump when _translate's output changes, so that cached statements are not reused.
+_TRANSLATION = 2
 _MEMORY: dict[str, list[str]] = {}
 
 
@@ -195,6 +203,22 @@ def _add_censor_stats(sql: str, cohort_id: int) -> str:
     if not marker.search(sql):
         raise RuntimeError("circepy's SQL has no censored-stats block; cannot add lost_count")
     return marker.sub(lambda m: m.group(1) + "\n" + _CENSOR_STATS, sql, count=1)
+
+
+# SqlRender's DuckDB pattern for DATEADD(day, n, d) is ``d + TO_DAYS(n)``: a DATE plus an
+# INTERVAL is a TIMESTAMP, so every observation-window test compares timestamps (DuckDB cannot
+# use them as join keys or zone-map filters) and every date Circe shifts becomes a TIMESTAMP.
+# DATE + INTEGER is a DATE in DuckDB, with the same calendar result for whole days.
+_DUCKDB_DAY_ADD = "(CAST(@date AS DATE) + CAST(@days AS INTEGER))"
+
+
+def _duckdb_date_arithmetic(sql: str) -> str:
+    from circe.sqlrender.translator import parse_search_pattern, search_and_replace
+
+    for unit in ("day", "dd", "d"):
+        sql = search_and_replace(sql, parse_search_pattern(f"DATEADD({unit},@days,@date)"),
+                                 _DUCKDB_DAY_ADD)
+    return sql
 
 
 def _is_delete_from(statement: str, tables: set[str]) -> bool:
