@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from conftest import GIBLEED_TAR, need
+from conftest import DATA, GIBLEED_TAR, need
 
 PHARMALAB = [sys.executable, "-m", "pharmalab.cli"]
 
@@ -196,3 +196,22 @@ def test_journey_bad_inputs_are_one_line(tmp_path):
              "2000-01-01", "--period-end", "2001-01-01", "--key-file", short,
              "--out", tmp_path / "out"), "has 5 bytes; expected at least 16")
     assert not (tmp_path / "out").exists()  # the key is checked before anything is written
+
+
+def test_cohorts_generate_refuses_bad_names_before_any_work(gibleed_csv_db, tmp_path):
+    db = tmp_path / "cdm.duckdb"
+    shutil.copy(gibleed_csv_db[0], db)
+    folder = need(DATA / "cohorts" / "cohortgenerator")
+    (tmp_path / "afile").write_text("")
+    out_is_file = _run("cohorts", "generate", "--cdm", f"duckdb://{db}", "--cohorts", folder,
+                       "--out", tmp_path / "afile")
+    _assert_one_line_error(out_is_file, "--out", "afile", "is a file")
+    bad_schema = _run("cohorts", "generate", "--cdm", f"duckdb://{db}?results_schema=res-ults",
+                      "--cohorts", folder, "--out", tmp_path / "cg")
+    _assert_one_line_error(bad_schema, "results_schema", "res-ults", "plain schema name")
+    import duckdb
+
+    con = duckdb.connect(str(db), read_only=True)
+    schemas = {r[0] for r in con.sql("select schema_name from information_schema.schemata")
+               .fetchall()}
+    assert "res-ults" not in schemas and "results" not in schemas  # nothing was created

@@ -3,6 +3,7 @@ shared across a set are keyed by lineage, and rows and statistics equal circe's 
 
 from __future__ import annotations
 
+import json
 import shutil
 import tarfile
 
@@ -59,14 +60,29 @@ def test_every_rewrite_applies_to_circepys_sql(cohortgenerator_set):
     for definition in cohortgenerator_set:
         statements = _statements(definition)
         assert not any("TO_DAYS" in s for s in statements)  # DATE + INTEGER, not INTERVAL
-        applied.update(rewrite_for_duckdb(statements)[1])
+        applied.update(rewrite_for_duckdb(
+            statements, one_event_per_person=definition.one_event_per_person)[1])
     assert applied == set(REWRITES)
+
+
+def test_one_event_per_person_needs_the_definition_not_only_the_sql(cohortgenerator_set,
+                                                                    tmp_path):
+    # a string in a definition could put circe's "WHERE P.ordinal = 1" text into the SQL
+    definition = next(iter(cohortgenerator_set))
+    assert definition.one_event_per_person
+    applied = set(rewrite_for_duckdb(_statements(definition), one_event_per_person=False)[1])
+    assert applied == {"analyze", "truncate", "unused_ordinal"}
+    spec = json.loads(definition.path.read_text())
+    spec["PrimaryCriteria"]["PrimaryCriteriaLimit"] = {"Type": "All"}
+    (tmp_path / "9.json").write_text(json.dumps(spec))
+    (every,) = cohorts.read_cohort_set(tmp_path)
+    assert not every.one_event_per_person
 
 
 def test_lineage_shares_what_is_built_the_same_way(cohortgenerator_set):
     keys = {}
     for definition in cohortgenerator_set:
-        statements, _ = rewrite_for_duckdb(_statements(definition))
+        statements, _ = rewrite_for_duckdb(_statements(definition), one_event_per_person=True)
         keys[definition.cohort_id] = {s.table: s.key for s in lineage(statements,
                                                                       volatile=r"\b_pl_\w+")
                                       if s.key}
@@ -99,7 +115,7 @@ def test_lineage_keys_nothing_that_reads_a_changing_table():
 
 def _plain(monkeypatch) -> None:
     """circe's statements as translated: no rewrites, no reuse."""
-    monkeypatch.setattr(generate, "rewrite_for_duckdb", lambda s: (list(s), []))
+    monkeypatch.setattr(generate, "rewrite_for_duckdb", lambda s, **_: (list(s), []))
     monkeypatch.setattr(generate, "lineage", lambda s, volatile: [Step(x) for x in s])
 
 

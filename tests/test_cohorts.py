@@ -118,6 +118,16 @@ def _set_of_five_with_one_broken(tmp_path) -> Path:
     return folder
 
 
+def test_a_killed_runs_staging_tables_are_dropped_by_the_next(work_db):
+    from pharmalab.cohorts import tables
+
+    tables.ensure_tables(work_db)
+    tables.create_stage(work_db, "_pl_pdead001_cohort", "cohort")
+    result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(need(COHORTGENERATOR)))
+    assert not result.failed
+    assert not [t for t in work_db.list_tables("results") if t.startswith("_pl_")]
+
+
 def test_a_broken_cohort_fails_alone(work_db, tmp_path):
     work_db.con.drop_table("death")
     result = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(

@@ -14,6 +14,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -214,6 +215,9 @@ def cohorts_generate(
     from pharmalab import cohorts as cohorts_pkg
     from pharmalab.engine import database
 
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
+                                  "cg_*.csv results")
     cohort_set = cohorts_pkg.read_cohort_set(cohorts)
     controls = (cohorts_pkg.read_negative_controls(negative_controls)
                 if negative_controls else None)
@@ -226,7 +230,8 @@ def cohorts_generate(
         result = cohorts_pkg.generate_cohorts(
             db, cohort_set, force=force, stats=stats,
             progress=lambda d, status: progress.update(
-                task, advance=1, description=f"cohort {d.cohort_id} {d.cohort_name}: {status}"))
+                task, advance=1,
+                description=f"cohort {d.cohort_id} {escape(d.cohort_name)}: {status}"))
     nc_ids = []
     if controls is not None:
         nc = cohorts_pkg.generate_negative_control_cohorts(db, controls)
@@ -242,9 +247,9 @@ def cohorts_generate(
     for row in result.counts.itertuples(index=False):
         run = runs[row.cohort_id]
         colour = {"COMPLETE": "green", "FAILED": "red"}.get(run.status, "yellow")
-        # a failed cohort keeps its previous rows: the counts shown are those
+        # a failed cohort keeps its previous rows (if any): the counts shown are those
         status = "FAILED (previous rows kept)" if run.status == "FAILED" else run.status
-        table.add_row(str(row.cohort_id), row.cohort_name, f"[{colour}]{status}[/]",
+        table.add_row(str(row.cohort_id), escape(row.cohort_name), f"[{colour}]{status}[/]",
                       f"{row.cohort_entries:,}", f"{row.cohort_subjects:,}",
                       f"{run.seconds:.1f}")
     out_console.print(table)

@@ -67,6 +67,14 @@ class CohortDefinition:
                 for i, r in enumerate(self.expression.inclusion_rules or [])]
 
     @property
+    def one_event_per_person(self) -> bool:
+        """Entry events are limited to one per person (primary limit First or Last; circe
+        applies First when no limit is given)."""
+        criteria = self.expression.primary_criteria
+        limit = criteria.primary_limit if criteria else None
+        return not (limit and limit.type and str(limit.type).upper() == "ALL")
+
+    @property
     def has_censor_window(self) -> bool:
         window = self.expression.censor_window
         return window is not None and bool(window.start_date or window.end_date)

@@ -120,6 +120,7 @@ def generate_cohorts(
         raise CdmNotFoundError(
             f"no observation_period table in the CDM of {db.url.redacted()}: load a CDM first")
     tables.ensure_tables(db)
+    tables.drop_leftover_stages(db)
     previous = _previous_generations(db)
     todo = [d for d in cohort_set
             if force or previous.get(d.cohort_id) != _generation_checksum(d, stats)]
@@ -137,6 +138,8 @@ def generate_cohorts(
                     _generate_one(db, definition, plans[definition.cohort_id], reuse)
                     status, error = "COMPLETE", None
                 except Exception as exc:  # one failing cohort must not stop the set
+                    if _interrupted(exc):  # Ctrl-C or SIGTERM during a query stops the run
+                        raise KeyboardInterrupt from exc
                     status, error = "FAILED", f"{type(exc).__name__}: {_first_line(exc)}"
             run = CohortRun(definition.cohort_id, definition.cohort_name, status,
                             _generation_checksum(definition, stats), start,
@@ -197,7 +200,8 @@ def _plan(db: Database, definition: CohortDefinition, stats: bool) -> _Plan:
     if db.url.kind == "duckdb":
         # DuckDB: rewrites that save passes, and temp tables shared across the set (temp
         # tables live as long as the connection); see rewrite.py and reuse.py
-        statements, _ = rewrite_for_duckdb(statements)
+        statements, _ = rewrite_for_duckdb(
+            statements, one_event_per_person=definition.one_event_per_person)
         # circe reads and writes the results schema only through the staging tables
         plan.steps = lineage(statements, volatile=r"\b_pl_\w+")
     else:
@@ -294,6 +298,11 @@ def cohort_counts(db: Database, cohort_ids: list[int] | None = None) -> pd.DataF
     return frame.astype({"cohort_id": "int64", "cohort_entries": "int64",
                          "cohort_subjects": "int64"}).sort_values("cohort_id",
                                                                   ignore_index=True)
+
+
+def _interrupted(exc: Exception) -> bool:
+    # DuckDB turns a signal during a query into InterruptException ("Query interrupted")
+    return type(exc).__name__ == "InterruptException" or "query interrupted" in str(exc).lower()
 
 
 def _first_line(exc: Exception) -> str:

@@ -10,8 +10,9 @@ with every temp table it reads replaced by that table's own key. Two statements 
 key read the same CDM tables (unchanged while a set runs) through the same steps, so they give
 the same rows. :func:`lineage` computes the keys of one script; :class:`Reuse` keeps a copy of
 a table whose key a later cohort of the set needs, and hands it out instead of running the
-statement again. A statement that reads a results-schema table is never keyed: results change
-as the set runs.
+statement again. A statement that names a table changing while the set runs (the caller's
+``volatile`` pattern: for circe's SQL, the staging tables through which it reads and writes
+results) is never keyed.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ class Reuse:
         Executes one SQL statement (the database connection's).
     wanted
         How many cohorts still to run build each key; a key built with count > 0 left is
-        copied to a table of its own, kept until :meth:`close`.
+        copied to a table of its own, kept until no cohort still to run builds it (or
+        :meth:`close`).
     """
 
     run: Callable[[str], object]
@@ -138,6 +140,8 @@ class Reuse:
                 copy = f"_plr_{step.key[1:17]}"
                 self.run(f"CREATE TEMP TABLE {copy} AS SELECT * FROM {step.table}")
                 self.kept[step.key] = copy
+        for key in [k for k in self.kept if self.wanted.get(k, 0) <= 0]:
+            self._drop(self.kept.pop(key))  # no cohort still to run builds it
 
     def close(self) -> None:
         """Drop every kept table (errors ignored: this runs after failures too)."""

@@ -219,7 +219,7 @@ _ERA_COLLAPSE_RE = _template(_ERA_COLLAPSE)
 _MODE_1_RE = {table: _template(text) for table, text in _MODE_1.items()}
 
 
-def one_event_per_person(statements: list[str]) -> bool:
+def _one_event_per_person_sql(statements: list[str]) -> bool:
     """True if the script's qualified events hold at most one event per person."""
     for statement in statements:
         if re.match(r"\s*create\s+temp\s+table\s+qualified_events\b", statement, re.I):
@@ -228,13 +228,19 @@ def one_event_per_person(statements: list[str]) -> bool:
     return False
 
 
-def rewrite_for_duckdb(statements: list[str]) -> tuple[list[str], list[str]]:
+def rewrite_for_duckdb(statements: list[str], *,
+                       one_event_per_person: bool) -> tuple[list[str], list[str]]:
     """Apply the rewrites to one cohort's translated statements.
 
     Parameters
     ----------
     statements
         circe's statements for one cohort, translated to DuckDB, in order.
+    one_event_per_person
+        The definition's primary limit is First or Last
+        (:attr:`pharmalab.cohorts.CohortDefinition.one_event_per_person`). The rewrites that
+        rely on it apply only if the SQL says so too: text from the definition (a
+        ``ValueAsString``, say) cannot switch them on alone.
 
     Returns
     -------
@@ -242,7 +248,7 @@ def rewrite_for_duckdb(statements: list[str]) -> tuple[list[str], list[str]]:
         The rewritten statements, and the names (from ``REWRITES``) of the rewrites applied,
         once per statement changed or dropped.
     """
-    one_per_person = one_event_per_person(statements)
+    one_per_person = one_event_per_person and _one_event_per_person_sql(statements)
     out: list[str] = []
     applied: list[str] = []
     for i, statement in enumerate(statements):

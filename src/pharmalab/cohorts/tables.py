@@ -92,6 +92,19 @@ def ensure_tables(db: Database, names=tuple(COHORT_TABLES)) -> None:
             db.con.create_table(name, schema=ibis.schema(columns), database=schema)
 
 
+def drop_leftover_stages(db: Database) -> None:
+    """Drop staging tables (``_pl_…``) that a killed run left in the results schema.
+
+    Only one process can write a DuckDB file at a time, and a run drops its own staging
+    tables when it ends, so any found when a run starts are a killed run's.
+    """
+    if db.url.kind != "duckdb":
+        return
+    for name in db.list_tables("results"):
+        if name.startswith("_pl_"):
+            drop_quietly(db, name)
+
+
 def create_stage(db: Database, name: str, like: str) -> None:
     """An empty, unpartitioned staging table with the columns of results table ``like``."""
     if db.url.kind == "duckdb":  # plain DDL: ibis's create_table costs ~7 ms of Python a call

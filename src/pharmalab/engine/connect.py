@@ -304,9 +304,18 @@ def database(
     Raises
     ------
     EngineURLError
-        As :func:`connect`.
+        As :func:`connect`, or a schema name that is not a plain SQL identifier.
     """
     parsed = parse_url(url) if isinstance(url, str) else url
+    names = {"cdm_schema": cdm_schema or parsed.cdm_schema,
+             "vocab_schema": vocab_schema or parsed.vocab_schema,
+             "results_schema": results_schema or parsed.results_schema}
+    for param, name in names.items():
+        # schema names are written into SQL: letters, digits and _ only, never quoted text
+        if name and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise EngineURLError(
+                f"{param} {name!r} (URL parameter or --{param.replace('_', '-')}) is not a "
+                "plain schema name: use letters, digits and _, not starting with a digit")
     return Database(
         con=connect(parsed, create=create),
         url=parsed,
