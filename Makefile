@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/characterize.py
 	$(BIN)/python benchmarks/forecast_pbs.py
 	$(BIN)/python benchmarks/supply.py
+	$(BIN)/python benchmarks/marketing.py
 
 clean:
 	rm -rf $(VENV) $(OUT) .pytest_cache .pharmalab

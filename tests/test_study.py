@@ -130,7 +130,8 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert [(s["name"], s["status"]) for s in manifest["steps"]] == [
         ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
         ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("journey", "ok"),
-        ("pathways", "ok"), ("sales", "ok"), ("forecast", "ok"), ("supply", "ok")]
+        ("pathways", "ok"), ("sales", "ok"), ("forecast", "ok"), ("supply", "ok"),
+        ("marketing", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
         1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}
@@ -171,7 +172,21 @@ def test_demo_study_runs_end_to_end(tmp_path):
     assert sorted(policy["unique_id"]) == ["A10", "H02"] and (policy["lead_time"] == 2).all()
     backtest = pd.read_csv(out / "supply" / "backtest.csv")
     assert len(backtest) == 6 and backtest["naive_fill_rate"].notna().all()
+    # the simulated brand's marketing mix: the true ROI inside every 90% interval, and next
+    # quarter's budget split with its demand as a forecast folder for supply
+    roi = pd.read_csv(out / "marketing" / "roi.csv")
+    truth = pd.read_csv(out / "marketing" / "truth_roi.csv")
+    assert roi["channel"].tolist() == truth["channel"].tolist() == [
+        "detailing", "samples", "hcp_email"]
+    assert ((roi["roi_lo"] <= truth["roi"]) & (truth["roi"] <= roi["roi_hi"])).all()
+    assert roi["converged"].all()
+    allocation = pd.read_csv(out / "marketing" / "allocation" / "allocation.csv")
+    assert allocation.set_index("channel").loc["Total", "recommended_spend"] == \
+        pytest.approx(500_000)
+    assert (out / "marketing" / "allocation" / "forecast" / "paths.parquet").is_file()
+    assert (out / "marketing" / "latent_demand.parquet").is_file()
     report = result.report.read_text()
+    assert "Marketing mix and budget" in report and "converged: max R-hat" in report
     assert "Sales forecast" in report
     assert "63,323 distinct of 67,707" in report and "Plotly" in report
     assert "1,844 persons where Circe has 1,800" in report  # which semantics, said

@@ -405,6 +405,23 @@ def test_other_bad_inputs_name_what_is_wrong(tmp_path):
                    sales=sales[sales.unique_id == "A"])
 
 
+def test_a_scenario_folder_without_backtest_windows_is_planned_not_backtested(tmp_path):
+    """A demand scenario (e.g. pharmalab marketing allocate without a hold-out) has no past
+    windows: the policies are the same as with them, the backtest is empty and says why."""
+    make_folder(tmp_path / "fc", horizon=6)
+    settings = PolicySettings(lead_time=2)
+    full, _ = run_supply(tmp_path / "fc", None, settings)
+    for name in ("backtest_forecasts.parquet", "backtest_paths.parquet"):
+        (tmp_path / "fc" / name).unlink()
+    result, written = run_supply(tmp_path / "fc", tmp_path / "out", settings)
+    pd.testing.assert_frame_equal(result.policy, full.policy)
+    assert result.backtest.table.empty
+    assert "has no backtest_forecasts.parquet: the policies were not backtested" in \
+        " ".join(result.notes)
+    assert (tmp_path / "out" / "policy.csv").is_file()
+    assert (tmp_path / "out" / "figures.html").is_file()
+
+
 # --- PBS ------------------------------------------------------------------------------------
 
 

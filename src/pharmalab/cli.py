@@ -30,6 +30,10 @@ app.add_typer(cohorts_app, name="cohorts")
 journey_app = typer.Typer(help="Patient journey: adherence (PDC), persistence, pathways.",
                           no_args_is_help=True)
 app.add_typer(journey_app, name="journey")
+marketing_app = typer.Typer(help="Marketing: marketing-mix model (ROI, contributions, response "
+                                 "curves, latent demand) and supply-aware budget allocation.",
+                            no_args_is_help=True)
+app.add_typer(marketing_app, name="marketing")
 
 # Options shared by the commands that read a CDM.
 CdmURL = Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")]
@@ -496,6 +500,155 @@ def supply_cmd(
     _print_frame(summary[shown], "Policy backtest: achieved service and average stock, "
                                  "forecast-driven vs naive (R, S) policy")
     out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+@marketing_app.command("fit")
+def marketing_fit(
+    data: Annotated[Path, typer.Option(
+        "--data", help="Panel CSV or Parquet: one row per (geo, period).")],
+    date_col: Annotated[str, typer.Option("--date-col", help="Period column (weekly or "
+                                                             "monthly), e.g. week.")],
+    target_col: Annotated[str, typer.Option("--target-col", help="Scripts or units, e.g. "
+                                                                 "scripts.")],
+    channels: Annotated[str, typer.Option(
+        "--channels", help="Comma-separated channels; each has a spend column "
+                           "<channel><spend-suffix> in EUR.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    spend_suffix: Annotated[str, typer.Option("--spend-suffix")] = "_spend",
+    geo_col: Annotated[str | None, typer.Option(
+        "--geo-col", help="Region column (regions are partially pooled).")] = None,
+    controls: Annotated[str | None, typer.Option(
+        "--controls", help="Comma-separated control columns, e.g. "
+                           "competitor_on_market.")] = None,
+    constraint_col: Annotated[str | None, typer.Option(
+        "--constraint-col", help="Supply constraint: 0/1 flag, or units available per row; "
+                                 "capped rows are right-censored.")] = None,
+    activity: Annotated[str | None, typer.Option(
+        "--activity", help="Media input other than spend, channel=column comma-separated, "
+                           "e.g. detailing=detailing_calls,digital=impressions (ROI stays "
+                           "per EUR).")] = None,
+    unit_value: Annotated[float, typer.Option(
+        "--unit-value", help="EUR per unit of the target, for ROI (default 1: ROI in units "
+                             "per EUR).")] = 1.0,
+    holdout: Annotated[int, typer.Option(
+        "--holdout", min=0, help="Last periods kept out of the fit (fit_metrics.csv).")] = 0,
+    draws: Annotated[int, typer.Option("--draws", min=50, max=100_000,
+                                       help="Posterior draws per chain.")] = 1000,
+    chains: Annotated[int, typer.Option("--chains", min=2, max=64)] = 4,
+    tune: Annotated[int | None, typer.Option(
+        "--tune", min=0, max=100_000, help="Tuning steps per chain (default: --draws).")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    sampler: Annotated[str, typer.Option(
+        "--sampler", help="auto (nutpie when installed), nutpie or pymc.")] = "auto",
+    target_accept: Annotated[float, typer.Option("--target-accept", min=0.5, max=0.999)] = 0.9,
+    l_max: Annotated[int | None, typer.Option(
+        "--l-max", min=1, max=104, help="Longest adstock lag in periods (default 8 weeks or "
+                                        "4 months).")] = None,
+    yearly_seasonality: Annotated[int, typer.Option(
+        "--yearly-seasonality", min=0, max=10, help="Fourier order of the yearly cycle.")
+    ] = 2,
+    pooling: Annotated[bool, typer.Option(
+        "--pooling/--no-pooling", help="Partial pooling of media parameters across "
+                                       "regions.")] = True,
+    censor: Annotated[bool, typer.Option(
+        "--censor/--no-censor", help="Treat supply-constrained rows as right-censored.")
+    ] = True,
+) -> None:
+    """Fit a Bayesian marketing-mix model (PyMC-Marketing): roi.csv, contributions.parquet,
+    response_curves.parquet, adstock.csv, latent_demand.parquet, diagnostics.csv,
+    fit_metrics.csv, model/ and figures.html. Exits 1 if the sampler did not converge."""
+    from pharmalab.marketing import MMMSettings, read_panel
+    from pharmalab.marketing.outputs import run_fit
+
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
+                                  "marketing files")
+    panel = read_panel(data, date_col=date_col, target_col=target_col,
+                       channels=_names(channels), spend_suffix=spend_suffix, geo_col=geo_col,
+                       controls=_names(controls), constraint_col=constraint_col,
+                       activity=_pairs(activity, "--activity"))
+    settings = MMMSettings(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
+                           target_accept=target_accept, l_max=l_max,
+                           yearly_seasonality=yearly_seasonality, holdout=holdout,
+                           unit_value=unit_value, pooling=pooling, censor=censor)
+    with _progress() as progress:
+        task = progress.add_task("marketing fit", total=None)
+        result = run_fit(panel, settings, out,
+                         progress=lambda stage: progress.update(task, description=stage))
+    fit = result.fit
+    for note in fit.notes:
+        out_console.print(f"note: {note}")
+    _print_frame(result.roi[["channel", "spend", "incremental_units", "roi", "roi_lo",
+                             "roi_hi", "mroi"]],
+                 f"ROI per channel (value {unit_value:g} EUR per unit; 90% intervals)")
+    _print_frame(result.fit_metrics, "Fit accuracy of the posterior mean (MAPE, WAPE)")
+    out_console.print("written: " + ", ".join(str(p) for p in result.written))
+    if fit.convergence.converged:
+        out_console.print(fit.convergence.banner(), style="green", markup=False, soft_wrap=True)
+    else:
+        console.print(fit.convergence.banner(), style="bold red", markup=False, soft_wrap=True)
+        raise _Exit(1)
+
+
+@marketing_app.command("allocate")
+def marketing_allocate(
+    model: Annotated[Path, typer.Option(
+        "--model", help="A fit's output folder (pharmalab marketing fit --out DIR).")],
+    budget: Annotated[float, typer.Option("--budget", help="Total spend over the plan, "
+                                                           "EUR.")],
+    periods: Annotated[int, typer.Option("--periods", min=1, max=520,
+                                         help="Plan length in periods of the panel.")],
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    bounds: Annotated[Path | None, typer.Option(
+        "--bounds", help="CSV channel,min,max (EUR over the plan); default ±30% of the "
+                         "current split.")] = None,
+    supply_capacity: Annotated[Path | None, typer.Option(
+        "--supply-capacity", help="CSV ds[,geo],capacity (units per period), or a pharmalab "
+                                  "supply output folder with orders.csv.")] = None,
+    by_geo: Annotated[bool | None, typer.Option(
+        "--by-geo/--by-channel", help="Also choose each channel's split over regions "
+                                      "(default: when the capacity is given per region).")
+    ] = None,
+    n_paths: Annotated[int, typer.Option("--n-paths", min=1, max=10_000,
+                                         help="Sample paths per series in forecast/.")] = 200,
+) -> None:
+    """Split a budget over the channels for the most expected incremental units (within
+    supply capacity when given): allocation.csv, allocation_summary.json and forecast/ (the
+    plan's demand, for pharmalab supply --forecast)."""
+    from pharmalab.marketing.outputs import run_allocate
+
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
+                                  "allocation files")
+    with _progress() as progress:
+        progress.add_task("marketing allocate", total=None)
+        allocation, fit, written = run_allocate(model, budget, periods, out, bounds=bounds,
+                                                capacity=supply_capacity, by_geo=by_geo,
+                                                n_paths=n_paths)
+    if not fit.convergence.converged:
+        console.print(fit.convergence.banner(), style="bold red", markup=False, soft_wrap=True)
+    for note in allocation.notes:
+        out_console.print(f"note: {note}")
+    _print_frame(allocation.table[["channel", "current_spend", "recommended_spend", "change",
+                                   "expected_incremental_units", "lo", "hi"]],
+                 f"Budget allocation over {periods} periods (expected incremental units, 90% "
+                 "interval)")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
+
+
+def _pairs(text: str | None, option: str) -> dict[str, str] | None:
+    """``a=x,b=y`` → ``{"a": "x", "b": "y"}``."""
+    if text is None:
+        return None
+    pairs = {}
+    for item in _names(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise PharmalabInputError(f"{option}: expected channel=column pairs separated by "
+                                      f"commas, got {item!r}")
+        pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _names(text: str | None) -> list[str] | None:

@@ -48,3 +48,8 @@ class SupplyInputError(PharmalabInputError):
     """Invalid inventory-policy input: a negative lead time, a service level outside (0, 1),
     a non-positive cost or standard deviation, an unsupported demand distribution (the message
     names the argument and what was expected)."""
+
+
+class MarketingInputError(PharmalabInputError):
+    """A marketing panel, model folder, bounds or capacity file that cannot be used: the
+    message names the file, column, row or channel and what was expected."""

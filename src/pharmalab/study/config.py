@@ -53,6 +53,17 @@ Example::
     review_period = 1
     service_level = 0.95
     service_type = "fill_rate"      # or "csl"
+
+    [marketing]                     # marketing-mix model and budget allocation
+    file = "brand_panel.csv"        # or a [marketing.simulate] table
+    date_col = "week"
+    target_col = "scripts"
+    channels = ["detailing", "samples", "hcp_email"]   # spend columns <channel>_spend
+    geo_col = "region"
+    constraint_col = "supply_constrained"
+    unit_value = 60                 # EUR per script
+    budget = 500000                 # EUR over the next `periods` periods
+    periods = 13
 """
 
 from __future__ import annotations
@@ -345,6 +356,62 @@ class SupplySection(_Model):
     series: list[str] | None = None
 
 
+class MarketingSimulation(_Model):
+    """``[marketing.simulate]``: a simulated brand with known truth instead of a panel file
+    (:class:`pharmalab.marketing.BrandSpec`: regions × weeks, three channels, a competitor's
+    entry and optional supply shortages)."""
+
+    n_geos: StrictInt = Field(3, ge=1, le=100)
+    n_periods: StrictInt = Field(104, ge=52, le=1040)
+    seed: StrictInt = 0
+    shortage_share: float = Field(0.0, ge=0, lt=1)
+    saturation: Literal["logistic", "hill"] = "logistic"
+
+
+class MarketingSection(_Model):
+    """``[marketing]``: a marketing-mix model of a panel (``file`` with its columns, as
+    ``pharmalab marketing fit``) or of a simulated brand (``[marketing.simulate]``), and,
+    with ``budget``, the supply-aware budget allocation (``pharmalab marketing allocate``)."""
+
+    file: str | None = None
+    simulate: MarketingSimulation | None = None
+    date_col: str | None = None
+    target_col: str | None = None
+    channels: list[str] = []
+    spend_suffix: str = "_spend"
+    geo_col: str | None = None
+    controls: list[str] = []
+    constraint_col: str | None = None
+    activity: dict[str, str] = {}
+    unit_value: float = Field(1.0, gt=0)
+    holdout: StrictInt = Field(0, ge=0)
+    draws: StrictInt = Field(1000, ge=50)
+    chains: StrictInt = Field(4, ge=2)
+    tune: StrictInt | None = Field(None, ge=0)
+    seed: StrictInt = 0
+    sampler: Literal["auto", "nutpie", "pymc"] = "auto"
+    target_accept: float = Field(0.9, ge=0.5, lt=1)
+    budget: float | None = Field(None, gt=0)
+    periods: StrictInt = Field(13, ge=1)
+    bounds: str | None = None
+    supply_capacity: str | None = None
+    by_geo: StrictBool | None = None
+
+    @model_validator(mode="after")
+    def _file_or_simulation(self):
+        if (self.file is None) == (self.simulate is None):
+            raise ValueError("give either file (a panel) or [marketing.simulate], not both")
+        if self.file and not (self.date_col and self.target_col and self.channels):
+            raise ValueError("a panel file needs date_col, target_col and channels")
+        if self.simulate and (self.date_col or self.target_col or self.channels
+                              or self.geo_col or self.controls or self.constraint_col
+                              or self.activity):
+            raise ValueError("a simulated brand brings its own columns: drop date_col, "
+                             "target_col, channels, geo_col, controls, constraint_col and "
+                             "activity")
+        return self
+
+
 class Study(_Model):
     """A whole study.toml."""
 
@@ -360,6 +427,7 @@ class Study(_Model):
     sales: SalesSection | None = None
     forecast: ForecastSection | None = None
     supply: SupplySection | None = None
+    marketing: MarketingSection | None = None
 
 
 def read_study(path: str | Path) -> Study:

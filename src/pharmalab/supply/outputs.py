@@ -26,12 +26,18 @@ import pandas as pd
 
 from pharmalab.atomic import atomic_path, write_csv, write_text
 from pharmalab.errors import SupplyInputError
-from pharmalab.supply.backtest import BacktestResult, backtest_policies
+from pharmalab.supply.backtest import (
+    BACKTEST_COLUMNS,
+    BacktestResult,
+    backtest_policies,
+    summarize_backtest,
+)
 from pharmalab.supply.figures import (
     inventory_trajectory,
     service_level_chart,
     trajectory_series,
 )
+from pharmalab.supply.inputs import BACKTEST as BACKTEST_FILE
 from pharmalab.supply.inputs import read_forecast_folder, read_on_hand, series_history
 from pharmalab.supply.plan import policy_table, replenishment_plan
 from pharmalab.supply.settings import PolicySettings
@@ -71,6 +77,8 @@ def supply_figures(result: SupplyResult) -> list[tuple[str, object]]:
     """``(caption, Plotly figure)`` pairs: service per level, then each chosen series."""
     s = result.settings
     kind = "fill rate" if s.service_type == "fill_rate" else "cycle service level"
+    if result.backtest.table.empty:
+        return []
     figs = [(f"Achieved {kind} (pooled over series and backtest windows) against the "
              f"{s.service_level:.0%} target, per hierarchy level: forecast-driven vs naive "
              f"(R, S) policy, L = {s.lead_time}, R = {s.review_period} periods",
@@ -94,7 +102,9 @@ def run_supply(forecast_folder: str | os.PathLike, out: str | os.PathLike | None
     Parameters
     ----------
     forecast_folder : path
-        Written by ``pharmalab forecast`` or the ``[forecast]`` study step.
+        Written by ``pharmalab forecast`` or the ``[forecast]`` study step (or a scenario in
+        that format, e.g. ``pharmalab marketing allocate``'s ``forecast/``; without
+        ``backtest_forecasts.parquet`` the policies are planned and not backtested).
     out : path or None
         Output folder (created if needed); None writes nothing.
     settings : PolicySettings
@@ -142,8 +152,15 @@ def run_supply(forecast_folder: str | os.PathLike, out: str | os.PathLike | None
     policy = policy_table(forecasts, settings, level_of)
     orders = (None if stock is None
               else replenishment_plan(forecasts, stock, settings))
-    backtest = backtest_policies(folder.backtest_forecasts(), folder.actuals(), settings,
-                                 history, level_of, folder.tags)
+    if folder.backtest is None:
+        # a scenario folder (e.g. pharmalab marketing allocate without a hold-out) has
+        # policies to plan but no past windows to test them on
+        empty = pd.DataFrame(columns=BACKTEST_COLUMNS)
+        backtest = BacktestResult(empty, summarize_backtest(empty), pd.DataFrame(), [
+            f"the forecast folder has no {BACKTEST_FILE}: the policies were not backtested"])
+    else:
+        backtest = backtest_policies(folder.backtest_forecasts(), folder.actuals(), settings,
+                                     history, level_of, folder.tags)
     notes = list(backtest.notes)
     if folder.paths is not None and folder.backtest_paths is None:
         notes.append("the policies use the forecast's sample paths but the folder has no "
