@@ -91,16 +91,31 @@ def _fit_info(fit, seconds) -> dict:
 
 
 def recovery(args) -> dict:
-    rows, fits = [], []
-    for seed in range(1, args.brands + 1):
-        brand = mk.simulate(random_brand(seed))
-        fit, seconds = _fit(brand, args)
-        rows += _roi_rows(brand, fit, f"brand {seed}")
-        fits.append({"brand": f"brand {seed}", **_fit_info(fit, seconds)})
-        print(f"recovery brand {seed}: {fits[-1]}", flush=True)
-    table = pd.DataFrame(rows)
-    return {"rows": rows, "fits": fits, "coverage": float(table["covered"].mean()),
-            "median_rel_error": float(table["rel_error"].median())}
+    """The default model on every brand, then Meridian's structure (``shared-shape``) on
+    the same brands for comparison."""
+    rows, fits, variants = [], [], {}
+    for pooling in ("partial", "shared-shape"):
+        mine = []
+        for seed in range(1, args.brands + 1):
+            brand = mk.simulate(random_brand(seed))
+            fit, seconds = _fit(brand, args, pooling=pooling)
+            mine += [{**row, "pooling": pooling}
+                     for row in _roi_rows(brand, fit, f"brand {seed}")]
+            fits.append({"brand": f"brand {seed}", "pooling": pooling,
+                         **_fit_info(fit, seconds)})
+            print(f"recovery {pooling} brand {seed}: {fits[-1]}", flush=True)
+        table = pd.DataFrame(mine)
+        mine_fits = [f for f in fits if f["pooling"] == pooling]
+        variants[pooling] = {
+            "coverage": float(table["covered"].mean()),
+            "median_rel_error": float(table["rel_error"].median()),
+            "mean_seconds": float(np.mean([f["seconds"] for f in mine_fits])),
+            "converged": int(sum(f["converged"] for f in mine_fits)),
+            "divergences": int(sum(f["divergences"] for f in mine_fits))}
+        rows += mine
+    return {"rows": rows, "fits": fits, "variants": variants,
+            "coverage": variants["partial"]["coverage"],
+            "median_rel_error": variants["partial"]["median_rel_error"]}
 
 
 def censoring(args) -> dict:
@@ -246,25 +261,31 @@ def _render() -> str:
              "intervals are 90%."]
     if "recovery" in parts:
         r = parts["recovery"]
-        t = pd.DataFrame(r["rows"])
+        rows = [x for x in r["rows"] if x.get("pooling", "partial") == "partial"]
         lines += ["", f"### Parameter recovery ({r['meta']['date']}, "
                   f"{r['meta']['chains']} chains × {r['meta']['draws']} draws)", "",
-                  f"True ROI inside the 90% interval: **{r['coverage']:.0%}** of "
-                  f"{len(t)} (brand, channel) pairs (target ≥ 80%); median relative error "
-                  f"of the posterior-mean ROI: **{r['median_rel_error']:.1%}** "
-                  "(target ≤ 20%).", "",
-                  "| brand | channel | true ROI | estimate | 90% interval | covered | error |",
-                  "|---|---|---:|---:|---|---|---:|"]
-        for x in r["rows"]:
+                  f"Default model (`--pooling partial`): true ROI inside the 90% interval "
+                  f"for **{r['coverage']:.0%}** of {len(rows)} (brand, channel) pairs "
+                  "(target ≥ 80%); median relative error of the posterior-mean ROI "
+                  f"**{r['median_rel_error']:.1%}** (target ≤ 20%).", "",
+                  "| pooling | coverage | median error | converged fits | divergences | "
+                  "mean seconds per fit |", "|---|---:|---:|---:|---:|---:|"]
+        for name, v in r.get("variants", {}).items():
+            lines.append(f"| {name} | {v['coverage']:.0%} | {v['median_rel_error']:.1%} | "
+                         f"{v['converged']} of {args_brands(r)} | {v['divergences']} | "
+                         f"{v['mean_seconds']:.0f} |")
+        lines += ["", "| brand | channel | true ROI | estimate | 90% interval | covered | "
+                      "error |", "|---|---|---:|---:|---|---|---:|"]
+        for x in rows:
             lines.append(f"| {x['brand']} | {x['channel']} | {x['true_roi']:.2f} | "
                          f"{x['roi']:.2f} | {x['roi_lo']:.2f}–{x['roi_hi']:.2f} | "
                          f"{'yes' if x['covered'] else '**no**'} | {x['rel_error']:.1%} |")
-        lines += ["", "| brand | seconds | sampling s | converged | max R-hat | min ESS | "
-                      "divergences |", "|---|---:|---:|---|---:|---:|---:|"]
+        lines += ["", "| brand | pooling | seconds | sampling s | converged | max R-hat | "
+                      "min ESS | divergences |", "|---|---|---:|---:|---|---:|---:|---:|"]
         for f in r["fits"]:
-            lines.append(f"| {f['brand']} | {f['seconds']} | {f['sample_seconds']} | "
-                         f"{f['converged']} | {f['max_rhat']} | {f['min_ess_bulk']} | "
-                         f"{f['divergences']} |")
+            lines.append(f"| {f['brand']} | {f.get('pooling', 'partial')} | {f['seconds']} | "
+                         f"{f['sample_seconds']} | {f['converged']} | {f['max_rhat']} | "
+                         f"{f['min_ess_bulk']} | {f['divergences']} |")
     if "censoring" in parts:
         c = parts["censoring"]
         ratio = c["median_rel_error_censored"] / c["median_rel_error_uncensored"]
@@ -327,6 +348,10 @@ def _render() -> str:
                   "against nutpie's 67 s and PyMC's 89 s for the same posterior "
                   "(2 chains × 500 draws, 3 channels; December 2026)."]
     return "\n".join(lines)
+
+
+def args_brands(result: dict) -> int:
+    return len({f["brand"] for f in result["fits"]})
 
 
 def _version(name: str) -> str:

@@ -541,16 +541,17 @@ def marketing_fit(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     sampler: Annotated[str, typer.Option(
         "--sampler", help="auto (nutpie when installed), nutpie or pymc.")] = "auto",
-    target_accept: Annotated[float, typer.Option("--target-accept", min=0.5, max=0.999)] = 0.9,
+    target_accept: Annotated[float, typer.Option("--target-accept", min=0.5, max=0.999)] = 0.95,
     l_max: Annotated[int | None, typer.Option(
         "--l-max", min=1, max=104, help="Longest adstock lag in periods (default 8 weeks or "
                                         "4 months).")] = None,
     yearly_seasonality: Annotated[int, typer.Option(
         "--yearly-seasonality", min=0, max=10, help="Fourier order of the yearly cycle.")
     ] = 2,
-    pooling: Annotated[bool, typer.Option(
-        "--pooling/--no-pooling", help="Partial pooling of media parameters across "
-                                       "regions.")] = True,
+    pooling: Annotated[str, typer.Option(
+        "--pooling", help="partial (each region's curve pooled towards the channel's), "
+                          "shared-shape (one decay and saturation per channel, Meridian's; "
+                          "faster) or none.")] = "partial",
     censor: Annotated[bool, typer.Option(
         "--censor/--no-censor", help="Treat supply-constrained rows as right-censored.")
     ] = True,

@@ -54,13 +54,13 @@ def roi(fit: MMMFit) -> pd.DataFrame:
     train = fit.train
     media = train.media
     total = train.spend.sum(axis=(0, 1))
-    units = fit.posterior.media(media).sum(axis=(1, 2))  # (draw, channel)
+    units = fit.posterior.media_totals(media)  # (draw, channel)
     rows = []
     diag = fit.diagnostics.set_index("quantity")
     ratio = roi_draws(fit.posterior, train, fit.unit_value)
     for k, channel in enumerate(train.channels):
-        more = fit.posterior.media(media[..., [k]] * 1.01, channels=[k])
-        extra = more.sum(axis=(1, 2, 3)) - units[:, k]
+        more = fit.posterior.media_totals(media[..., [k]] * 1.01, channels=[k])
+        extra = more[:, 0] - units[:, k]
         u_mean, u_lo, u_hi = _interval(units[:, k])
         r_mean, r_lo, r_hi = _interval(ratio[:, k])
         key = f"roi[{channel}]"
@@ -132,7 +132,7 @@ def response_curves(fit: MMMFit, multipliers=None) -> pd.DataFrame:
     rows = []
     for k, channel in enumerate(fit.train.channels):
         for m in multipliers:
-            units = post.media(media[..., [k]] * m, channels=[k]).sum(axis=(1, 2, 3))
+            units = post.media_totals(media[..., [k]] * m, channels=[k])[:, 0]
             mean, lo, hi = _interval(units)
             rows.append({"channel": channel, "spend": float(spend[..., k].sum() * m),
                          "incremental_units": float(mean), "lo": float(lo), "hi": float(hi),

@@ -4,10 +4,9 @@ The model is PyMC-Marketing's multidimensional ``MMM`` (Jin et al. 2017; the lib
 "MMM with geo hierarchy" example): geometric adstock, logistic saturation, an intercept, a
 linear trend and yearly Fourier seasonality per region, the user's controls, and Normal noise
 per region; target and spend scaled by their largest value per region. With several regions
-the media effects are partially pooled as in Google's Meridian: each channel's carry-over and
-saturation shape is shared by the regions, and each region's effect size is drawn around the
-channel's (:func:`_priors`). With a supply-constraint column the likelihood is right-censored
-on capped rows (:mod:`.censored`).
+the media parameters are partially pooled: per channel a mean and a spread, each region's
+decay, steepness and ceiling drawn around them (:func:`_priors`). With a supply-constraint
+column the likelihood is right-censored on capped rows (:mod:`.censored`).
 
 Sampling is NUTS; nutpie (Rust, compiled with numba) when installed — it gives the same
 posterior as PyMC's default sampler about 1.5–2× faster here (benchmarks/RESULTS.md,
@@ -31,9 +30,10 @@ from pharmalab.errors import MarketingInputError
 from pharmalab.marketing.panel import MIN_PERIODS, Panel
 from pharmalab.marketing.posterior import TREND, Posterior, _periods_since
 
-__all__ = ["Convergence", "MMMFit", "MMMSettings", "fit_mmm", "SAMPLERS"]
+__all__ = ["Convergence", "MMMFit", "MMMSettings", "fit_mmm", "POOLING", "SAMPLERS"]
 
 SAMPLERS = ("auto", "nutpie", "pymc")
+POOLING = ("partial", "shared-shape", "none")
 # A reported quantity with R-hat above this, or more divergent transitions than this share of
 # the draws, means the fit has not converged (Vehtari et al. 2021 recommend 1.01 for final
 # results; 1.05 is the issue's floor below which a number is never reported silently).
@@ -56,7 +56,8 @@ class MMMSettings:
     sampler : {'auto', 'nutpie', 'pymc'}
         ``auto``: nutpie when installed, else PyMC's NUTS.
     target_accept : float
-        NUTS target acceptance (higher: smaller steps, fewer divergences).
+        NUTS target acceptance (higher: smaller steps, fewer divergences; 0.95 by default,
+        as the saturation ceiling and steepness trade off).
     l_max : int or None
         Longest adstock lag in periods (default 8 weeks or 4 months).
     yearly_seasonality : int
@@ -65,8 +66,11 @@ class MMMSettings:
         The last periods kept out of the fit and forecast for ``fit_metrics.csv``.
     unit_value : float
         Value of one unit of the target (EUR), for ROI.
-    pooling : bool
-        Partial pooling of the media parameters across regions.
+    pooling : {'partial', 'shared-shape', 'none'}
+        How regions share the media parameters (:func:`_priors`): ``partial`` — each
+        region's decay, steepness and ceiling partially pooled; ``shared-shape`` — one
+        decay and steepness per channel for all regions and the ceiling partially pooled
+        (Google Meridian's structure; about 2× faster); ``none`` — every region alone.
     censor : bool
         Use the panel's supply constraint as right-censoring (False: an ordinary MMM on the
         same rows, for comparison).
@@ -77,12 +81,12 @@ class MMMSettings:
     chains: int = 4
     seed: int = 0
     sampler: str = "auto"
-    target_accept: float = 0.9
+    target_accept: float = 0.95
     l_max: int | None = None
     yearly_seasonality: int = 2
     holdout: int = 0
     unit_value: float = 1.0
-    pooling: bool = True
+    pooling: str = "partial"
     censor: bool = True
 
     def __post_init__(self) -> None:
@@ -108,6 +112,9 @@ class MMMSettings:
         if not isinstance(self.holdout, int) or self.holdout < 0:
             raise MarketingInputError(f"holdout must be a whole number of periods ≥ 0, got "
                                       f"{self.holdout!r}")
+        if self.pooling not in POOLING:
+            raise MarketingInputError(f"pooling must be one of {', '.join(POOLING)}, got "
+                                      f"{self.pooling!r}")
         if not (isinstance(self.unit_value, int | float) and math.isfinite(self.unit_value)
                 and self.unit_value > 0):
             raise MarketingInputError(f"unit value must be a number > 0 (EUR per unit), got "
@@ -363,32 +370,43 @@ def _priors(settings: MMMSettings, n_geos: int) -> dict:
     """Media priors in scaled units (spend and scripts divided by their largest value per
     region).
 
-    As in Google's Meridian, the shape of a channel's response — its carry-over (decay α) and
-    its saturation (steepness λ, per scaled spend) — is one per channel, shared by the
-    regions, and the size of the effect (the saturation ceiling β, a share of the region's
-    largest weekly scripts) is partially pooled: each region's β is log-normal around the
-    channel's (non-centered). Priors are PyMC-Marketing's defaults for α (Beta(1, 3)) and λ
-    (Gamma(3, 1)). Sharing the shape removes the β–λ ridge that a free curve per region
-    leaves when a region's spend stays in the curve's linear part (divergent transitions,
-    benchmarks/RESULTS.md). Without pooling (or with one region) every region has its own
-    α, λ and β.
+    ``partial`` (default): each media parameter partially pooled across regions (Gelman &
+    Hill 2007, ch. 12; PyMC-Marketing's multidimensional example) — per channel a mean and a
+    spread on the logit (decay α) or log scale (steepness λ, ceiling β), each region's value
+    drawn around them, non-centered. Means sit where PyMC-Marketing's defaults do (α ≈ 0.27,
+    λ ≈ e, β ≈ 0.2 of the region's largest weekly scripts); spreads let regions differ by
+    about ±50%. ``shared-shape``: Google Meridian's structure — one α and λ per channel for
+    all regions (PyMC-Marketing's default priors), β partially pooled; about 2× faster, but it
+    covered the true ROI less often when regions saturate differently (benchmarks/RESULTS.md,
+    "Marketing"). ``none``, or one region: PyMC-Marketing's default priors per region. NUTS
+    runs at a target acceptance of 0.95 against the divergences the β–λ ridge causes.
     """
     from pymc_extras.prior import Prior
 
-    if not settings.pooling or n_geos < 2:
+    per_region = ("geo", "channel")
+    if settings.pooling == "none" or n_geos < 2:
         return {
-            "adstock_alpha": Prior("Beta", alpha=1, beta=3, dims=("geo", "channel")),
-            "saturation_lam": Prior("Gamma", alpha=3, beta=1, dims=("geo", "channel")),
-            "saturation_beta": Prior("HalfNormal", sigma=1, dims=("geo", "channel")),
+            "adstock_alpha": Prior("Beta", alpha=1, beta=3, dims=per_region),
+            "saturation_lam": Prior("Gamma", alpha=3, beta=1, dims=per_region),
+            "saturation_beta": Prior("HalfNormal", sigma=1, dims=per_region),
+        }
+
+    def pooled(mu: float, sd: float, spread: float, transform: str) -> Prior:
+        # a channel's mean across regions, and each region's deviation (non-centered)
+        return Prior("Normal", mu=Prior("Normal", mu=mu, sigma=sd, dims="channel"),
+                     sigma=Prior("HalfNormal", sigma=spread, dims="channel"),
+                     dims=per_region, centered=False, transform=transform)
+
+    if settings.pooling == "shared-shape":
+        return {
+            "adstock_alpha": Prior("Beta", alpha=1, beta=3, dims="channel"),
+            "saturation_lam": Prior("Gamma", alpha=3, beta=1, dims="channel"),
+            "saturation_beta": pooled(-1.5, 1.5, 0.5, "exp"),
         }
     return {
-        "adstock_alpha": Prior("Beta", alpha=1, beta=3, dims="channel"),
-        "saturation_lam": Prior("Gamma", alpha=3, beta=1, dims="channel"),
-        # log β_gc = μ_c + τ_c · z_gc: μ_c around log 0.2, regions within about ±50%
-        "saturation_beta": Prior(
-            "Normal", mu=Prior("Normal", mu=-1.5, sigma=1.5, dims="channel"),
-            sigma=Prior("HalfNormal", sigma=0.5, dims="channel"),
-            dims=("geo", "channel"), centered=False, transform="exp"),
+        "adstock_alpha": pooled(-1.0, 1.0, 0.5, "sigmoid"),
+        "saturation_lam": pooled(1.0, 1.0, 0.5, "exp"),
+        "saturation_beta": pooled(-1.5, 1.5, 0.5, "exp"),
     }
 
 
@@ -474,7 +492,7 @@ def _posterior(mmm, idata, train: Panel, settings: MMMSettings) -> Posterior:
 def roi_draws(posterior: Posterior, train: Panel, unit_value: float) -> np.ndarray:
     """ROI per draw and channel ``(draw, channel)`` over the training periods: incremental
     units × unit value / spend."""
-    units = posterior.media(train.media).sum(axis=(1, 2))
+    units = posterior.media_totals(train.media)
     return units * unit_value / train.spend.sum(axis=(0, 1))[None, :]
 
 
@@ -487,16 +505,19 @@ def reported_draws(posterior: Posterior, train: Panel, unit_value: float
     media = train.media
     controls = (train.grid(list(train.controls)) if train.controls
                 else np.zeros(media.shape[:2] + (0,)))
-    parts = posterior.components(train.dates, media, controls)
+    totals: dict[str, list[np.ndarray]] = {}
+    for part in posterior.chunks():
+        for name, draws in part.components(train.dates, media, controls).items():
+            totals.setdefault(name, []).append(draws.sum(axis=(1, 2)))
     out: dict[str, np.ndarray] = {}
     roi = roi_draws(posterior, train, unit_value)
     for k, channel in enumerate(train.channels):
         out[f"roi[{channel}]"] = roi[:, k]
         for m in (0.5, 2.0):
-            units = posterior.media(media[..., [k]] * m, channels=[k])
-            out[f"response[{channel}, {m:g}x spend]"] = units.sum(axis=(1, 2, 3))
-    for name, draws in parts.items():
-        out[f"contribution[{name}]"] = draws.sum(axis=(1, 2))
+            units = posterior.media_totals(media[..., [k]] * m, channels=[k])
+            out[f"response[{channel}, {m:g}x spend]"] = units[:, 0]
+    for name, pieces in totals.items():
+        out[f"contribution[{name}]"] = np.concatenate(pieces)
     per_region = len(train.geos) > 1 and not posterior.shared("alpha")
     for k, channel in enumerate(train.channels):
         out[f"decay[{channel}]"] = posterior.alpha[:, :, k].mean(axis=1)

@@ -114,6 +114,18 @@ class Posterior:
         curve = logistic_saturation(stock, self.lam[:, None, :, k])
         return curve * self.beta[:, None, :, k] * self.target_scale[None, None, :, None]
 
+    def chunks(self, size: int = 250):
+        """The posterior in consecutive pieces of ``size`` draws (to keep per-period arrays
+        of thousands of draws out of memory)."""
+        for start in range(0, self.draws, size):
+            yield self.subset(np.arange(start, min(start + size, self.draws)))
+
+    def media_totals(self, media: np.ndarray, channels: list[int] | None = None) -> np.ndarray:
+        """:meth:`media` summed over periods and regions, ``(draw, channel)``, computed a
+        chunk of draws at a time."""
+        return np.concatenate([part.media(media, channels).sum(axis=(1, 2))
+                               for part in self.chunks()])
+
     def media_from_spend(self, spend: np.ndarray) -> np.ndarray:
         """:meth:`media` for spend ``(period, geo, channel)`` in EUR: activity channels get
         the spend's activity at their historical cost per unit."""

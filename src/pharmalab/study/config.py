@@ -390,7 +390,8 @@ class MarketingSection(_Model):
     tune: StrictInt | None = Field(None, ge=0)
     seed: StrictInt = 0
     sampler: Literal["auto", "nutpie", "pymc"] = "auto"
-    target_accept: float = Field(0.9, ge=0.5, lt=1)
+    target_accept: float = Field(0.95, ge=0.5, lt=1)
+    pooling: Literal["partial", "shared-shape", "none"] = "partial"
     budget: float | None = Field(None, gt=0)
     periods: StrictInt = Field(13, ge=1)
     bounds: str | None = None
