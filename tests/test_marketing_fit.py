@@ -258,3 +258,41 @@ def test_marketing_plan_feeds_supply(brand, cli_fit):
     assert sorted(policy["unique_id"]) == ["Total/geo_01", "Total/geo_02", "Total/geo_03"]
     backtest = pd.read_csv(root / "supply" / "backtest.csv")
     assert len(backtest) == 3  # the fit's hold-out is the backtest window
+
+
+def test_allocate_refuses_to_write_over_the_fit_and_flags_an_unconverged_model(cli_fit,
+                                                                               tmp_path):
+    import shutil
+
+    root, out, _ = cli_fit
+    run = _cli("marketing", "allocate", "--model", out, "--budget", 100_000, "--periods", 4,
+               "--out", out, check=False)
+    assert run.returncode == 2
+    assert "holds a fitted model; give another folder" in run.stderr
+    # the same model marked as not converged: the allocation is written, and said loudly
+    model = tmp_path / "model"
+    shutil.copytree(out / "model", model)
+    meta = json.loads((model / "model.json").read_text())
+    meta["convergence"].update(converged=False, messages=["R-hat 1.2 on roi[samples]"])
+    (model / "model.json").write_text(json.dumps(meta))
+    run = _cli("marketing", "allocate", "--model", model, "--budget", 100_000, "--periods", 4,
+               "--out", tmp_path / "plan", check=False)
+    assert run.returncode == 1
+    assert "NOT CONVERGED" in run.stderr and run.stderr.count("NOT CONVERGED") == 1
+    summary = json.loads((tmp_path / "plan" / "allocation_summary.json").read_text())
+    assert summary["converged"] is False
+
+
+def test_cli_input_errors_are_one_line(cli_fit, tmp_path):
+    root, _, _ = cli_fit
+    base = ["marketing", "fit", "--data", root / "panel.csv", "--date-col", "week",
+            "--target-col", "scripts", "--geo-col", "geo"]
+    run = _cli(*base, "--channels", "detailing,,samples", "--out", tmp_path / "x", check=False)
+    assert run.returncode == 2
+    assert run.stderr.strip() == ("error: --channels: empty name in 'detailing,,samples'; "
+                                  "expected names separated by single commas")
+    (tmp_path / "file").write_text("x")
+    run = _cli(*base, "--channels", "detailing", "--out", tmp_path / "file" / "sub",
+               check=False)
+    assert run.returncode == 2 and "cannot create the folder" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1

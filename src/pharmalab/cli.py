@@ -555,6 +555,9 @@ def marketing_fit(
     censor: Annotated[bool, typer.Option(
         "--censor/--no-censor", help="Treat supply-constrained rows as right-censored.")
     ] = True,
+    saturation: Annotated[str, typer.Option(
+        "--saturation", help="Response curve: logistic (PyMC-Marketing's default, concave) "
+                             "or hill (Meridian's; can start S-shaped).")] = "logistic",
 ) -> None:
     """Fit a Bayesian marketing-mix model (PyMC-Marketing): roi.csv, contributions.parquet,
     response_curves.parquet, adstock.csv, latent_demand.parquet, diagnostics.csv,
@@ -562,24 +565,24 @@ def marketing_fit(
     from pharmalab.marketing import MMMSettings, read_panel
     from pharmalab.marketing.outputs import run_fit
 
-    if out.exists() and not out.is_dir():
-        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
-                                  "marketing files")
+    _writable_folder(out, "the marketing files")
     panel = read_panel(data, date_col=date_col, target_col=target_col,
-                       channels=_names(channels), spend_suffix=spend_suffix, geo_col=geo_col,
+                       channels=_strict_names(channels, "--channels"),
+                       spend_suffix=spend_suffix, geo_col=geo_col,
                        controls=_names(controls), constraint_col=constraint_col,
                        activity=_pairs(activity, "--activity"))
     settings = MMMSettings(draws=draws, tune=tune, chains=chains, seed=seed, sampler=sampler,
                            target_accept=target_accept, l_max=l_max,
                            yearly_seasonality=yearly_seasonality, holdout=holdout,
-                           unit_value=unit_value, pooling=pooling, censor=censor)
+                           unit_value=unit_value, pooling=pooling, censor=censor,
+                           saturation=saturation)
     with _progress() as progress:
         task = progress.add_task("marketing fit", total=None)
         result = run_fit(panel, settings, out,
                          progress=lambda stage: progress.update(task, description=stage))
     fit = result.fit
     for note in fit.notes:
-        out_console.print(f"note: {note}")
+        out_console.print(f"note: {note}", markup=False, highlight=False)
     _print_frame(result.roi[["channel", "spend", "incremental_units", "roi", "roi_lo",
                              "roi_hi", "mroi"]],
                  f"ROI per channel (value {unit_value:g} EUR per unit; 90% intervals)")
@@ -619,23 +622,44 @@ def marketing_allocate(
     plan's demand, for pharmalab supply --forecast)."""
     from pharmalab.marketing.outputs import run_allocate
 
-    if out.exists() and not out.is_dir():
-        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for the "
-                                  "allocation files")
+    _writable_folder(out, "the allocation files")
     with _progress() as progress:
         progress.add_task("marketing allocate", total=None)
         allocation, fit, written = run_allocate(model, budget, periods, out, bounds=bounds,
                                                 capacity=supply_capacity, by_geo=by_geo,
                                                 n_paths=n_paths)
-    if not fit.convergence.converged:
-        console.print(fit.convergence.banner(), style="bold red", markup=False, soft_wrap=True)
     for note in allocation.notes:
-        out_console.print(f"note: {note}")
+        out_console.print(f"note: {note}", markup=False, highlight=False)
     _print_frame(allocation.table[["channel", "current_spend", "recommended_spend", "change",
                                    "expected_incremental_units", "lo", "hi"]],
                  f"Budget allocation over {periods} periods (expected incremental units, 90% "
                  "interval)")
     out_console.print("written: " + ", ".join(str(p) for p in written))
+    if not fit.convergence.converged:
+        console.print("the model did not converge: " + fit.convergence.banner(),
+                      style="bold red", markup=False, soft_wrap=True)
+        raise _Exit(1)
+
+
+def _writable_folder(out: Path, what: str) -> None:
+    """``--out`` is a folder that can be created, checked before minutes of work."""
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder for "
+                                  f"{what}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PharmalabInputError(f"--out {str(out)!r}: cannot create the folder "
+                                  f"({exc.strerror or exc})") from None
+
+
+def _strict_names(text: str, option: str) -> list[str]:
+    """Comma-separated names where an empty one is a typo, not something to skip."""
+    names = [n.strip() for n in text.split(",")]
+    if not text.strip() or any(not n for n in names):
+        raise PharmalabInputError(f"{option}: empty name in {text!r}; expected names "
+                                  "separated by single commas")
+    return names
 
 
 def _pairs(text: str | None, option: str) -> dict[str, str] | None:

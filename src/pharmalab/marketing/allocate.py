@@ -131,7 +131,7 @@ def evaluate_plan(model: ResponseModel, totals, capacity: pd.DataFrame | None = 
     """Units a plan adds, per draw ``(draw,)``: ``totals`` is EUR over the plan per channel
     ``(channel,)`` (split over regions historically) or per region and channel ``(geo,
     channel)``; with ``capacity`` only served units count."""
-    objective = _Objective(model, _capacity_grid(capacity, model))
+    objective = _Objective(model, _capacity_grid(capacity, model)[0])
     return objective.uplift(_cells(model, totals))
 
 
@@ -228,9 +228,11 @@ class Allocation:
     ----------
     table : pandas.DataFrame
         ``allocation.csv``: ``channel, current_spend, recommended_spend, change,
-        expected_incremental_units, lo, hi`` (EUR over the plan; units over the plan and its
-        carry-over, 90% interval), then ``current_incremental_units, min_spend,
-        max_spend`` and, with a capacity, ``unconstrained_spend``; a last row ``Total``.
+        expected_incremental_units, lo, hi`` (EUR over the plan; the demand the channel's
+        plan adds over the plan and its carry-over periods, units, 90% interval), then
+        ``current_incremental_units, min_spend, max_spend`` and, with a capacity,
+        ``unconstrained_spend`` and — on the ``Total`` row only — ``expected_served_units,
+        served_lo, served_hi`` (what can be supplied); a last row ``Total`` (sums).
     summary : dict
         ``allocation_summary.json``: budget, periods, uplift of the recommended and the
         current split (units and value, with intervals), the supply-aware figures (budget
@@ -307,11 +309,11 @@ def allocate_budget(fit: MMMFit | None, budget: float, periods: int, *,
     channels = list(model.channels)
     current = _cells(model, model.current * budget)
     lo, hi, bound_note = _bounds(bounds, channels, current.sum(axis=0), budget)
-    cap = _capacity_grid(capacity, model)
+    cap, cap_note = _capacity_grid(capacity, model)
     if by_geo is None:
         by_geo = cap is not None and cap.shape[1] > 1
     by_geo = bool(by_geo) and len(model.geos) > 1
-    notes = [bound_note] if bound_note else []
+    notes = [n for n in (bound_note, cap_note, _scale_note(model, budget)) if n]
 
     free = _Objective(model, None)
     free_plan = _optimize(free, budget, lo, hi, spend_all=True, by_geo=by_geo)
@@ -323,6 +325,8 @@ def allocate_budget(fit: MMMFit | None, budget: float, periods: int, *,
                          start=free_plan)
 
     rec, cur, unc = plan.sum(axis=0), current.sum(axis=0), free_plan.sum(axis=0)
+    # per channel and in total: the demand the plan adds; with a capacity the Total row also
+    # gives the units that can be served (not attributable to one channel)
     units_rec = objective.channel_units(plan)
     units_cur = objective.channel_units(current)
     rows = []
@@ -333,18 +337,21 @@ def allocate_budget(fit: MMMFit | None, budget: float, periods: int, *,
                "hi": q_hi, "current_incremental_units": float(units_cur[:, k].mean()),
                "min_spend": lo[k], "max_spend": hi[k]}
         if cap is not None:
-            row["unconstrained_spend"] = unc[k]
+            row.update({"unconstrained_spend": unc[k], "expected_served_units": np.nan,
+                        "served_lo": np.nan, "served_hi": np.nan})
         rows.append(row)
     up_rec = objective.uplift(plan)
     up_cur = objective.uplift(current)
-    mean, q_lo, q_hi = _summ(up_rec)
+    mean, q_lo, q_hi = _summ(units_rec.sum(axis=1))
     total = {"channel": "Total", "current_spend": cur.sum(), "recommended_spend": rec.sum(),
              "change": rec.sum() - cur.sum(), "expected_incremental_units": mean, "lo": q_lo,
-             "hi": q_hi, "current_incremental_units": float(up_cur.mean()),
+             "hi": q_hi, "current_incremental_units": float(units_cur.sum(axis=1).mean()),
              "min_spend": float(lo.sum()), "max_spend": float(hi.sum())}
     if cap is not None:
-        total["unconstrained_spend"] = unc.sum()
-    table = pd.DataFrame(rows + [total])
+        s_mean, s_lo, s_hi = _summ(up_rec)
+        total.update({"unconstrained_spend": unc.sum(), "expected_served_units": s_mean,
+                      "served_lo": s_lo, "served_hi": s_hi})
+    table = _tidy(pd.DataFrame(rows + [total]))
     by_region = None
     if by_geo:
         g, c = np.meshgrid(range(len(model.geos)), range(len(channels)), indexing="ij")
@@ -355,7 +362,7 @@ def allocate_budget(fit: MMMFit | None, budget: float, periods: int, *,
             "change": (plan - current).ravel()})
         if cap is not None:
             by_region["unconstrained_spend"] = free_plan.ravel()
-        by_region = by_region.sort_values(["channel", "geo"]).reset_index(drop=True)
+        by_region = _tidy(by_region.sort_values(["channel", "geo"]).reset_index(drop=True))
 
     summary = {
         "budget": float(budget), "periods": int(model.periods),
@@ -367,14 +374,14 @@ def allocate_budget(fit: MMMFit | None, budget: float, periods: int, *,
         "current": _uplift_summary(up_cur, value, cur.sum()),
         "supply_aware": cap is not None,
         "by_geo": by_geo,
-        "draws": int(model.baseline.shape[0]),
+        "optimizer_draws": int(model.baseline.shape[0]),
         "bounds": "file" if bounds is not None else f"±{DEFAULT_BOUND:.0%} of current",
     }
     if cap is not None:
         up_free = objective.uplift(free_plan)
-        unspent = max(float(budget - plan.sum()), 0.0)
+        unspent = round(max(float(budget - plan.sum()), 0.0), 2)
         # money taken from some channels/regions and given to others, beyond what was cut
-        moved = max(float(np.abs(plan - free_plan).sum() - unspent) / 2, 0.0)
+        moved = round(max(float(np.abs(plan - free_plan).sum() - unspent) / 2, 0.0), 2)
         summary["supply"] = {
             "unconstrained_plan": _uplift_summary(up_free, value, free_plan.sum()),
             "unconstrained_plan_demand_units": float(free.uplift(free_plan).mean()),
@@ -389,6 +396,34 @@ def allocate_budget(fit: MMMFit | None, budget: float, periods: int, *,
             f"{up_rec.mean():,.0f} units against {up_free.mean():,.0f} for that plan")
     summary["notes"] = notes
     return Allocation(table, summary, objective.demand(plan), model, notes, plan, by_region)
+
+
+def _tidy(table: pd.DataFrame) -> pd.DataFrame:
+    """EUR to the cent and units to a tenth, without ``-0`` or ``1e-11`` left by the
+    optimizer's arithmetic."""
+    out = table.copy()
+    for column in out.columns:
+        if column.endswith("_spend") or column == "change":
+            out[column] = out[column].astype(float).round(2) + 0.0
+        elif out[column].dtype.kind == "f":
+            out[column] = out[column].round(1) + 0.0
+    return out
+
+
+def _scale_note(model: ResponseModel, budget: float) -> str | None:
+    """A budget far from the spend the curves were learnt on is extrapolation."""
+    history = model.history
+    if not len(history):
+        return None
+    per_period = budget / model.periods
+    usual = float(history.sum(axis=(1, 2)).mean())
+    if usual <= 0:
+        return None
+    ratio = per_period / usual
+    if 0.5 <= ratio <= 2.0:
+        return None
+    return (f"the budget is {ratio:.2g}× the recent spend per period ({usual:,.0f} EUR): the "
+            "response curves are extrapolated far from the spend they were fitted on")
 
 
 def _summ(draws: np.ndarray) -> tuple[float, float, float]:
@@ -412,17 +447,21 @@ def _bounds(bounds: pd.DataFrame | None, channels: list[str], current: np.ndarra
                 "observed); give --bounds to widen")
     else:
         table = bounds.set_index("channel")
+        source = bounds.attrs.get("source", "bounds")
         unknown = sorted(set(table.index) - set(channels))
         if unknown:
-            raise MarketingInputError(f"bounds: channel {unknown[0]!r} is not in the model "
+            raise MarketingInputError(f"{source}: channel {unknown[0]!r} is not in the model "
                                       f"(channels: {', '.join(channels)})")
-        lo = np.array([float(table["min"].get(c, 0.0)) for c in channels])
-        hi = np.array([float(table["max"].get(c, budget)) for c in channels])
+        default_lo, default_hi = current * (1 - DEFAULT_BOUND), current * (1 + DEFAULT_BOUND)
+        lo = np.array([float(table["min"].get(c, default_lo[k]))
+                       for k, c in enumerate(channels)])
+        hi = np.array([float(table["max"].get(c, default_hi[k]))
+                       for k, c in enumerate(channels)])
         note = None
         missing = [c for c in channels if c not in table.index]
         if missing:
-            note = (f"bounds: {', '.join(missing)} not in the bounds file: 0 to the whole "
-                    "budget")
+            note = (f"{source}: {', '.join(missing)} not in the file: kept within "
+                    f"±{DEFAULT_BOUND:.0%} of the current split")
     hi = np.minimum(hi, budget)
     if lo.sum() > budget + 1e-6:
         raise MarketingInputError(f"the channels' minimum spends add up to {lo.sum():,.0f} "
@@ -502,10 +541,17 @@ def _feasible(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     return x
 
 
-def _capacity_grid(capacity: pd.DataFrame | None, model: ResponseModel) -> np.ndarray | None:
-    """``(period, geo)`` capacity (inf where none), or ``(period, 1)`` for national."""
+def _capacity_grid(capacity: pd.DataFrame | None, model: ResponseModel
+                   ) -> tuple[np.ndarray | None, str | None]:
+    """``(period, geo)`` capacity (inf where none), or ``(period, 1)`` for a national one,
+    over the plan and its carry-over periods; and a note when the capacity was carried on.
+
+    A region's capacity continues at its last value after the file's last date (the plan's
+    effect lasts beyond its periods, and so does the supply constraint); periods between
+    rows that have none are unconstrained.
+    """
     if capacity is None or capacity.empty:
-        return None
+        return None, None
     national = capacity["geo"].isna().all()
     width = 1 if national else len(model.geos)
     grid = np.full((len(model.dates), width), np.inf)
@@ -520,8 +566,20 @@ def _capacity_grid(capacity: pd.DataFrame | None, model: ResponseModel) -> np.nd
         first = pd.Timestamp(capacity["ds"].min())
         raise MarketingInputError(
             f"capacity: no row falls in the plan's periods {model.dates[0]:%Y-%m-%d} … "
-            f"{model.dates[-1]:%Y-%m-%d} (the file starts {first:%Y-%m-%d})")
-    return grid
+            f"{model.dates[model.periods - 1]:%Y-%m-%d} or the {len(model.dates) - model.periods}"
+            f" carry-over periods after them (the file starts {first:%Y-%m-%d})")
+    carried = 0
+    for g in range(width):
+        given = np.flatnonzero(np.isfinite(grid[:, g]))
+        if len(given) and given[-1] < len(grid) - 1:
+            carried = max(carried, len(grid) - 1 - given[-1])
+            grid[given[-1] + 1:, g] = grid[given[-1], g]
+    note = None
+    if carried:
+        note = (f"capacity: the file ends before the plan's effect does; its last value per "
+                f"{'period' if national else 'region'} was carried over the last {carried} "
+                "period(s) (plan periods and carry-over)")
+    return grid, note
 
 
 def read_bounds(path: str | Path) -> pd.DataFrame:
@@ -544,8 +602,10 @@ def read_bounds(path: str | Path) -> pd.DataFrame:
         bad = values.isna() | (values < 0)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise MarketingInputError(f"{path.name}: row {row + 2}: {column} must be a number "
-                                      f"≥ 0 (EUR), got {frame[column].iloc[row]!r}")
+            found = frame[column].iloc[row]
+            raise MarketingInputError(
+                f"{path.name}: data row {row + 1}: {column} must be a number ≥ 0 (EUR), got "
+                f"{'an empty cell' if pd.isna(found) else _shown(found)}")
         frame[column] = values.astype(float)
     wrong = frame["min"] > frame["max"]
     if wrong.any():
@@ -553,7 +613,9 @@ def read_bounds(path: str | Path) -> pd.DataFrame:
         raise MarketingInputError(f"{path.name}: channel {row['channel']!r}: min "
                                   f"{row['min']:,.0f} is above max {row['max']:,.0f}")
     frame["channel"] = frame["channel"].astype(str)
-    return frame[["channel", "min", "max"]]
+    out = frame[["channel", "min", "max"]].copy()
+    out.attrs["source"] = path.name
+    return out
 
 
 def read_capacity(path: str | Path, geos: list[str] | tuple[str, ...]) -> pd.DataFrame:
@@ -587,16 +649,22 @@ def read_capacity(path: str | Path, geos: list[str] | tuple[str, ...]) -> pd.Dat
                 "capacity)")
         plan = _read_csv(orders, "orders file", ("unique_id", "ds", "expected_on_hand",
                                                  "expected_demand", "expected_backorders"))
-        frame = pd.DataFrame({
-            "ds": plan["ds"], "geo": plan["unique_id"].astype(str),
-            "capacity": plan["expected_on_hand"] + plan["expected_demand"]
-            - plan["expected_backorders"]})
-        ids = set(frame["geo"])
-        if ids <= {"Total"} or not (ids & set(geos)):
-            frame = frame[frame["geo"] == "Total"] if "Total" in ids else frame
-            frame["geo"] = None
+        # backorders carried in from earlier periods are served first: a period cannot
+        # offer less than nothing to new demand
+        available = (plan["expected_on_hand"] + plan["expected_demand"]
+                     - plan["expected_backorders"]).clip(lower=0.0)
+        # series as pharmalab forecast names them: "Total/<region>" below "Total"
+        ids = plan["unique_id"].astype(str).str.replace(r"^Total/", "", regex=True)
+        frame = pd.DataFrame({"ds": plan["ds"], "geo": ids, "capacity": available})
+        regional = frame[frame["geo"].isin(geos)]
+        if len(regional) and not (len(geos) == 1 and "Total" in set(ids)):
+            frame = regional
+        elif "Total" in set(ids):
+            frame = frame[frame["geo"] == "Total"].assign(geo=None)
         else:
-            frame = frame[frame["geo"].isin(geos)]
+            raise MarketingInputError(
+                f"{orders}: no series matches the model's regions ({', '.join(geos)}) or "
+                f"'Total' (series: {', '.join(sorted(set(ids))[:5])})")
         name = orders.name
     else:
         frame = _read_csv(path, "capacity file", ("ds", "capacity"))
@@ -607,13 +675,13 @@ def read_capacity(path: str | Path, geos: list[str] | tuple[str, ...]) -> pd.Dat
     frame["ds"] = pd.to_datetime(frame["ds"], errors="coerce")
     if frame["ds"].isna().any():
         row = int(np.flatnonzero(frame["ds"].isna().to_numpy())[0])
-        raise MarketingInputError(f"{name}: row {row + 2}: ds is not a date (YYYY-MM-DD)")
+        raise MarketingInputError(f"{name}: data row {row + 1}: ds is not a date (YYYY-MM-DD)")
     values = pd.to_numeric(frame["capacity"], errors="coerce")
     bad = values.isna() | (values < 0)
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise MarketingInputError(f"{name}: row {row + 2}: capacity must be units ≥ 0, got "
-                                  f"{frame['capacity'].iloc[row]!r}")
+        raise MarketingInputError(f"{name}: data row {row + 1}: capacity must be units ≥ 0, "
+                                  f"got {_shown(frame['capacity'].iloc[row])}")
     frame["capacity"] = values.astype(float)
     if frame["geo"].notna().any():
         frame["geo"] = frame["geo"].astype(str)
@@ -627,6 +695,11 @@ def read_capacity(path: str | Path, geos: list[str] | tuple[str, ...]) -> pd.Dat
                                   f"{'' if first['geo'] is None else ' ' + repr(first['geo'])}"
                                   " appears twice")
     return frame[["ds", "geo", "capacity"]].reset_index(drop=True)
+
+
+def _shown(value) -> str:
+    """A cell for a message, as plain Python (``-5``, not ``np.int64(-5)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _read_csv(path: Path, what: str, columns: tuple[str, ...]) -> pd.DataFrame:

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 __all__ = ["CENSOR_DATA", "RightCensoredLikelihood"]
 
@@ -35,15 +36,19 @@ class RightCensoredLikelihood:
     distribution : pymc_extras.prior.Prior
         The uncensored likelihood, e.g. ``Prior("Normal", sigma=Prior("HalfNormal",
         sigma=2, dims="geo"), dims=("date", "geo"))``; it must be centered and take ``mu``.
-    flags : numpy.ndarray
-        ``(date, *dims)`` in the model's order: 1 where the observation is capped.
+    flags : pandas.DataFrame
+        Index: dates, columns: regions; 1 where the observation is capped. It is aligned to
+        the model's own ``date`` and ``geo`` coordinates when the model is built (the library
+        orders regions its own way).
     """
 
-    def __init__(self, distribution, flags: np.ndarray) -> None:
+    def __init__(self, distribution, flags: pd.DataFrame) -> None:
         if not distribution.centered or distribution.transform is not None:
             raise ValueError("the censored likelihood needs a centered, untransformed Prior")
+        if tuple(distribution.dims) != ("date", "geo"):
+            raise ValueError("the censored likelihood expects dims ('date', 'geo')")
         self.distribution = distribution
-        self.flags = np.asarray(flags, dtype=np.int8)
+        self.flags = flags.astype(np.int8)
 
     @property
     def dims(self) -> tuple[str, ...]:
@@ -59,9 +64,18 @@ class RightCensoredLikelihood:
         if not xdist:
             raise ValueError("RightCensoredLikelihood serves PyMC-Marketing's multidimensional "
                              "MMM (xdist=True)")
+        import pymc as pm
+
         dist = self.distribution.deepcopy()
         dist.parameters["mu"] = mu
-        flags = pmd.Data(CENSOR_DATA, self.flags, dims=self.dims)
+        coords = pm.modelcontext(None).coords
+        aligned = self.flags.copy()
+        aligned.index = pd.DatetimeIndex(aligned.index)
+        aligned = aligned.reindex(index=pd.DatetimeIndex(list(coords["date"])),
+                                  columns=[str(g) for g in coords["geo"]])
+        if aligned.isna().any().any():
+            raise ValueError("the censoring flags do not cover the model's dates and regions")
+        flags = pmd.Data(CENSOR_DATA, aligned.to_numpy(dtype=np.int8), dims=self.dims)
         upper = pmd.math.where(flags > 0, observed, np.inf)
         # Build the distribution only for its graph (its parameters, e.g. y_sigma, stay in
         # the model), then censor it — what pymc_extras.prior.Censored does.
@@ -73,7 +87,8 @@ class RightCensoredLikelihood:
     def to_dict(self) -> dict:
         """A JSON description (PyMC-Marketing stores its model config in the fit's attrs)."""
         return {"class": "RightCensoredLikelihood", "data": {
-            "dist": self.distribution.to_dict(), "censored_rows": int(self.flags.sum())}}
+            "dist": self.distribution.to_dict(),
+            "censored_rows": int(self.flags.to_numpy().sum())}}
 
     def deepcopy(self) -> RightCensoredLikelihood:
         return RightCensoredLikelihood(self.distribution.deepcopy(), self.flags.copy())

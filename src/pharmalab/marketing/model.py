@@ -74,6 +74,10 @@ class MMMSettings:
     censor : bool
         Use the panel's supply constraint as right-censoring (False: an ordinary MMM on the
         same rows, for comparison).
+    saturation : {'logistic', 'hill'}
+        The response curve: PyMC-Marketing's default logistic curve (concave), or the Hill
+        curve (Meridian's; its slope lets the curve start S-shaped, as a channel that needs
+        a threshold of spend before it works).
     """
 
     draws: int = 1000
@@ -88,6 +92,7 @@ class MMMSettings:
     unit_value: float = 1.0
     pooling: str = "partial"
     censor: bool = True
+    saturation: str = "logistic"
 
     def __post_init__(self) -> None:
         for name in ("draws", "chains"):
@@ -112,6 +117,9 @@ class MMMSettings:
         if not isinstance(self.holdout, int) or self.holdout < 0:
             raise MarketingInputError(f"holdout must be a whole number of periods ≥ 0, got "
                                       f"{self.holdout!r}")
+        if self.saturation not in SATURATIONS:
+            raise MarketingInputError(f"saturation must be one of {', '.join(SATURATIONS)}, "
+                                      f"got {self.saturation!r}")
         if self.pooling not in POOLING:
             raise MarketingInputError(f"pooling must be one of {', '.join(POOLING)}, got "
                                       f"{self.pooling!r}")
@@ -256,6 +264,10 @@ def fit_mmm(panel: Panel, settings: MMMSettings | None = None, *,
             f"model needs at least {minimum} (the panel has {n})")
     train = panel.head(train_periods)
     notes: list[str] = []
+    unused = panel.columns.get("unused_spend") or []
+    if unused:
+        notes.append(f"spend column(s) {', '.join(unused)} are not among the channels and were "
+                     "left out of the model (their effect sits in the baseline)")
     censored = train.censored
     use_censoring = settings.censor and bool(censored.any())
     if panel.columns.get("constraint") and not censored.any():
@@ -291,28 +303,113 @@ def fit_mmm(panel: Panel, settings: MMMSettings | None = None, *,
 
 # The posterior variables the forward pass needs (some are deterministics of non-centered
 # parameters; the large per-period deterministics are never stored).
-_PARAMETERS = ("adstock_alpha", "saturation_lam", "saturation_beta", "intercept_contribution",
+_PARAMETERS = ("adstock_alpha", "saturation_lam", "saturation_kappa", "saturation_slope",
+               "saturation_beta", "intercept_contribution",
                "gamma_control", "gamma_fourier", "y_sigma")
 
 
 def _sample(model, settings: MMMSettings, sampler: str):
     """NUTS on the model's free variables, then the parameters that are deterministics —
-    what ``MMM.fit`` does, without computing every per-period contribution for every draw."""
+    what ``MMM.fit`` does, without computing every per-period contribution for every draw.
+
+    Raises
+    ------
+    KeyboardInterrupt
+        When sampling was interrupted (Ctrl-C, SIGTERM): the samplers would otherwise hand
+        back the draws made so far as if they were a result.
+    """
     import pymc as pm
 
+    free = [v.name for v in model.free_RVs]
+    tune = settings.tune if settings.tune is not None else settings.draws
+    if sampler == "nutpie":
+        idata = _sample_nutpie(model, free, settings, tune)
+    else:
+        with model:
+            idata = pm.sample(draws=settings.draws, tune=tune, chains=settings.chains,
+                              cores=min(settings.chains, _cores()),
+                              target_accept=settings.target_accept,
+                              random_seed=settings.seed, progressbar=False, var_names=free,
+                              compute_convergence_checks=False)
+    post = idata.posterior
+    if (post.sizes["chain"] < settings.chains or post.sizes["draw"] < settings.draws
+            or any(bool(post[name].isnull().any()) for name in free if name in post)):
+        raise KeyboardInterrupt("sampling was interrupted")
     with model:
-        idata = pm.sample(draws=settings.draws, tune=settings.tune or settings.draws,
-                          chains=settings.chains, cores=min(settings.chains, _cores()),
-                          target_accept=settings.target_accept, random_seed=settings.seed,
-                          nuts_sampler=sampler, progressbar=False,
-                          var_names=[v.name for v in model.free_RVs],
-                          compute_convergence_checks=False)
         derived = [name for name in _PARAMETERS
                    if name in model.named_vars and name not in idata.posterior]
         if derived:
             idata.posterior = pm.compute_deterministics(
                 idata.posterior, var_names=derived, merge_dataset=True, progressbar=False)
     return idata
+
+
+def _sample_nutpie(model, free: list[str], settings: MMMSettings, tune: int):
+    """nutpie in the background, waited for in Python so that Ctrl-C and SIGTERM stop it
+    (nutpie's blocking call turns an interrupt into a partial result)."""
+    import nutpie
+
+    with _interruptible() as check:
+        compiled = nutpie.compile_pymc_model(model, var_names=free)
+        check()
+        sampler = nutpie.sample(compiled, draws=settings.draws, tune=tune,
+                                chains=settings.chains, cores=min(settings.chains, _cores()),
+                                seed=settings.seed, target_accept=settings.target_accept,
+                                progress_bar=False, blocking=False)
+        try:
+            while True:
+                check()
+                try:
+                    return sampler.wait(timeout=0.5)
+                except TimeoutError:  # not finished: let Python see signals, then wait on
+                    continue
+        except BaseException:
+            sampler.cancel()
+            raise
+
+
+@contextmanager
+def _interruptible():
+    """Ctrl-C and SIGTERM while nutpie compiles and samples, remembered and raised by the
+    returned ``check()`` (called twice a second while sampling, and after compiling).
+
+    Raising from the signal handler itself is not reliable here: numba and llvmlite run
+    Python callbacks and finalizers while they compile, and an exception raised inside one
+    is printed and dropped. A second signal is raised at once.
+    """
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None
+        return
+    seen: list[int] = []
+    previous = {}
+
+    def remember(signum, frame):
+        seen.append(signum)
+        if len(seen) > 1:
+            check()
+        os.write(2, b"stopping: the sampler is asked to stop (again to force)\n")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, remember)
+
+    def check() -> None:
+        if seen:
+            if signal.SIGTERM in seen:
+                raise SystemExit(128 + signal.SIGTERM)
+            raise KeyboardInterrupt
+
+    try:
+        yield check
+    except Exception:
+        check()  # an interrupt that another library turned into its own error on the way
+        raise
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _cores() -> int:
@@ -348,10 +445,27 @@ def _quiet():
             logging.getLogger(n).setLevel(level)
 
 
-def model_frame(panel: Panel, start: pd.Timestamp, periods_per_year: float) -> pd.DataFrame:
+def control_offsets(panel: Panel) -> np.ndarray:
+    """What each control is measured from ``(control,)``: 0 for an on/off control (a
+    competitor's entry counts from its absence), the training mean for a continuous one (a
+    price index's effect is relative to its usual level, so the baseline is not inflated by
+    the effect of an average price)."""
+    offsets = []
+    for column in panel.controls:
+        values = panel.frame[column]
+        binary = set(values.unique()) <= {0.0, 1.0}
+        offsets.append(0.0 if binary else float(values.mean()))
+    return np.asarray(offsets, dtype=float)
+
+
+def model_frame(panel: Panel, start: pd.Timestamp, periods_per_year: float,
+                offsets: np.ndarray | None = None) -> pd.DataFrame:
     """The frame PyMC-Marketing reads: ``ds, geo``, the channels' media input (activity or
-    spend), the controls and the trend (years since ``start``)."""
+    spend), the controls less their ``offsets`` and the trend (years since ``start``)."""
     frame = panel.frame[["ds", "geo", *panel.controls]].copy()
+    if offsets is not None:
+        for column, offset in zip(panel.controls, offsets, strict=True):
+            frame[column] = frame[column] - offset
     # the media input: activity (calls, impressions) where given, else spend
     media = panel.media
     for k, channel in enumerate(panel.channels):
@@ -366,30 +480,42 @@ def periods_per_year(panel: Panel) -> float:
     return 12.0 if panel.kind == "month" else 365.25 / 7.0
 
 
+# The saturation curves and the posterior names of their shape parameters.
+SATURATIONS = ("logistic", "hill")
+_CURVE_PARAMETERS = {"logistic": {"lam": "saturation_lam"},
+                     "hill": {"kappa": "saturation_kappa", "slope": "saturation_slope"}}
+
+
 def _priors(settings: MMMSettings, n_geos: int) -> dict:
-    """Media priors in scaled units (spend and scripts divided by their largest value per
+    """Media priors in scaled units (media and scripts divided by their largest value per
     region).
 
     ``partial`` (default): each media parameter partially pooled across regions (Gelman &
     Hill 2007, ch. 12; PyMC-Marketing's multidimensional example) — per channel a mean and a
-    spread on the logit (decay α) or log scale (steepness λ, ceiling β), each region's value
-    drawn around them, non-centered. Means sit where PyMC-Marketing's defaults do (α ≈ 0.27,
-    λ ≈ e, β ≈ 0.2 of the region's largest weekly scripts); spreads let regions differ by
-    about ±50%. ``shared-shape``: Google Meridian's structure — one α and λ per channel for
-    all regions (PyMC-Marketing's default priors), β partially pooled; about 2× faster, but it
-    covered the true ROI less often when regions saturate differently (benchmarks/RESULTS.md,
-    "Marketing"). ``none``, or one region: PyMC-Marketing's default priors per region. NUTS
-    runs at a target acceptance of 0.95 against the divergences the β–λ ridge causes.
+    spread on the logit (decay α) or log scale (the curve's shape, ceiling β), each region's
+    value drawn around them, non-centered. Means sit where PyMC-Marketing's defaults do
+    (α ≈ 0.27, logistic λ ≈ e; Hill half-saturation κ ≈ 0.5 of the largest media with
+    slope ≈ 1; β ≈ 0.2 of the region's largest weekly scripts); spreads let regions differ
+    by about ±50%. ``shared-shape``: Google Meridian's structure — one α and one curve shape
+    per channel for all regions, β partially pooled; about 2× faster, but it covered the true
+    ROI less often when regions saturate differently (benchmarks/RESULTS.md, "Marketing").
+    ``none``, or one region: the same priors without pooling. NUTS runs at a target
+    acceptance of 0.95 against the divergences the ceiling–shape ridge causes.
     """
     from pymc_extras.prior import Prior
 
     per_region = ("geo", "channel")
-    if settings.pooling == "none" or n_geos < 2:
-        return {
-            "adstock_alpha": Prior("Beta", alpha=1, beta=3, dims=per_region),
-            "saturation_lam": Prior("Gamma", alpha=3, beta=1, dims=per_region),
-            "saturation_beta": Prior("HalfNormal", sigma=1, dims=per_region),
-        }
+    log_half = float(np.log(0.5))
+    if settings.saturation == "hill":
+        alone = {"saturation_kappa": lambda dims: Prior("LogNormal", mu=log_half, sigma=0.7,
+                                                        dims=dims),
+                 "saturation_slope": lambda dims: Prior("LogNormal", mu=0.0, sigma=0.5,
+                                                        dims=dims)}
+        pooled_shape = {"saturation_kappa": (log_half, 0.7, 0.5),
+                        "saturation_slope": (0.0, 0.5, 0.3)}
+    else:
+        alone = {"saturation_lam": lambda dims: Prior("Gamma", alpha=3, beta=1, dims=dims)}
+        pooled_shape = {"saturation_lam": (1.0, 1.0, 0.5)}
 
     def pooled(mu: float, sd: float, spread: float, transform: str) -> Prior:
         # a channel's mean across regions, and each region's deviation (non-centered)
@@ -397,29 +523,29 @@ def _priors(settings: MMMSettings, n_geos: int) -> dict:
                      sigma=Prior("HalfNormal", sigma=spread, dims="channel"),
                      dims=per_region, centered=False, transform=transform)
 
+    if settings.pooling == "none" or n_geos < 2:
+        return {"adstock_alpha": Prior("Beta", alpha=1, beta=3, dims=per_region),
+                "saturation_beta": Prior("HalfNormal", sigma=1, dims=per_region),
+                **{name: make(per_region) for name, make in alone.items()}}
     if settings.pooling == "shared-shape":
-        return {
-            "adstock_alpha": Prior("Beta", alpha=1, beta=3, dims="channel"),
-            "saturation_lam": Prior("Gamma", alpha=3, beta=1, dims="channel"),
+        return {"adstock_alpha": Prior("Beta", alpha=1, beta=3, dims="channel"),
+                "saturation_beta": pooled(-1.5, 1.5, 0.5, "exp"),
+                **{name: make("channel") for name, make in alone.items()}}
+    return {"adstock_alpha": pooled(-1.0, 1.0, 0.5, "sigmoid"),
             "saturation_beta": pooled(-1.5, 1.5, 0.5, "exp"),
-        }
-    return {
-        "adstock_alpha": pooled(-1.0, 1.0, 0.5, "sigmoid"),
-        "saturation_lam": pooled(1.0, 1.0, 0.5, "exp"),
-        "saturation_beta": pooled(-1.5, 1.5, 0.5, "exp"),
-    }
+            **{name: pooled(*args, "exp") for name, args in pooled_shape.items()}}
 
 
 def _build(train: Panel, settings: MMMSettings, censored: np.ndarray | None):
     """The PyMC-Marketing MMM, built on the training panel."""
     from pymc_extras.prior import Prior
-    from pymc_marketing.mmm import GeometricAdstock, LogisticSaturation
+    from pymc_marketing.mmm import GeometricAdstock, HillSaturation, LogisticSaturation
     from pymc_marketing.mmm.multidimensional import MMM
 
     from pharmalab.marketing.censored import RightCensoredLikelihood
 
     start = train.dates[0]
-    frame = model_frame(train, start, periods_per_year(train))
+    frame = model_frame(train, start, periods_per_year(train), control_offsets(train))
     likelihood = Prior("Normal", sigma=Prior("HalfNormal", sigma=1, dims="geo"),
                        dims=("date", "geo"))
     config = {
@@ -427,8 +553,9 @@ def _build(train: Panel, settings: MMMSettings, censored: np.ndarray | None):
         "intercept": Prior("Normal", mu=0.5, sigma=0.5, dims="geo"),
         "gamma_control": Prior("Normal", mu=0, sigma=1, dims=("geo", "control")),
         "gamma_fourier": Prior("Laplace", mu=0, b=0.5, dims=("geo", "fourier_mode")),
-        "likelihood": (likelihood if censored is None
-                       else RightCensoredLikelihood(likelihood, censored.astype(np.int8))),
+        "likelihood": (likelihood if censored is None else RightCensoredLikelihood(
+            likelihood, pd.DataFrame(censored.astype(np.int8), index=train.dates,
+                                     columns=list(train.geos)))),
     }
     mmm = MMM(
         date_column="ds", target_column="y", channel_columns=list(train.channels),
@@ -437,7 +564,8 @@ def _build(train: Panel, settings: MMMSettings, censored: np.ndarray | None):
         scaling={"channel": {"method": "max", "dims": ()},
                  "target": {"method": "max", "dims": ()}},
         adstock=GeometricAdstock(l_max=settings.lags(train)),
-        saturation=LogisticSaturation(),
+        saturation=(HillSaturation() if settings.saturation == "hill"
+                    else LogisticSaturation()),
         yearly_seasonality=settings.yearly_seasonality or None,
         model_config=config,
     )
@@ -480,9 +608,13 @@ def _posterior(mmm, idata, train: Panel, settings: MMMSettings) -> Posterior:
         periods_per_year=periods_per_year(train),
         channel_scale=channel_scale, target_scale=target_scale,
         cost_per_unit=train.cost_per_unit,
+        control_offset=np.append(control_offsets(train), 0.0),  # the trend from its origin
         alpha=_draws(post, "adstock_alpha", media),
-        lam=_draws(post, "saturation_lam", media),
         beta=_draws(post, "saturation_beta", media),
+        saturation=settings.saturation,
+        **{attribute: _draws(post, name, media)
+           for attribute, name in _CURVE_PARAMETERS[settings.saturation].items()},
+        **({"lam": None} if settings.saturation == "hill" else {}),
         intercept=_draws(post, "intercept_contribution", ("geo",)),
         gamma_control=gamma_control, gamma_fourier=gamma_fourier,
         sigma=_draws(post, "y_sigma", ("geo",)),
@@ -548,7 +680,9 @@ def _diagnose(idata, posterior: Posterior, train: Panel,
 
     for quantity, draws in reported_draws(posterior, train, settings.unit_value).items():
         add("reported", quantity, draws)
-    arrays = {"adstock_alpha": "alpha", "saturation_lam": "lam", "saturation_beta": "beta"}
+    arrays = {"adstock_alpha": "alpha", "saturation_beta": "beta",
+              **{name: attribute for attribute, name in
+                 _CURVE_PARAMETERS[posterior.saturation].items()}}
     for name, attribute in arrays.items():
         values = getattr(posterior, attribute)
         if posterior.shared(attribute):  # one per channel, whatever the region
@@ -574,9 +708,10 @@ def _diagnose(idata, posterior: Posterior, train: Panel,
     total = posterior.draws
     rate = diverging / total if total else 0.0
     reported = table[table["kind"] == "reported"]
-    worst = reported.loc[reported["r_hat"].idxmax()]
+    ranked = reported["r_hat"].fillna(np.inf)  # R-hat is NaN when a chain is constant
+    worst = reported.loc[ranked.idxmax()]
     messages = []
-    if worst["r_hat"] > RHAT_LIMIT:
+    if not worst["r_hat"] <= RHAT_LIMIT:
         bad = int((~reported["ok"]).sum())
         messages.append(f"R-hat {worst['r_hat']:.3f} on {worst['quantity']} "
                         f"({bad} reported quantities above {RHAT_LIMIT})")
@@ -589,7 +724,7 @@ def _diagnose(idata, posterior: Posterior, train: Panel,
     slow = parameters[~parameters["ok"]]
     notes = ()
     if len(slow) and not messages:
-        top = slow.loc[slow["r_hat"].idxmax()]
+        top = slow.loc[slow["r_hat"].fillna(np.inf).idxmax()]
         notes = (f"{len(slow)} model parameters mix slowly (R-hat up to {top['r_hat']:.3f} on "
                  f"{top['quantity']}: the saturation ceiling and steepness trade off); every "
                  "reported quantity converged",)

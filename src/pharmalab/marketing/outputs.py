@@ -23,6 +23,7 @@ import pandas as pd
 
 from pharmalab import __version__
 from pharmalab.atomic import atomic_path, write_csv, write_text
+from pharmalab.errors import MarketingInputError
 from pharmalab.marketing import insights
 from pharmalab.marketing.allocate import Allocation, allocate_budget, read_bounds, read_capacity
 from pharmalab.marketing.model import MMMFit, MMMSettings, fit_mmm
@@ -80,6 +81,7 @@ def _parquet(path: Path, frame: pd.DataFrame) -> Path:
 def _write_fit(result: FitOutputs, out: Path, figures: bool) -> list[Path]:
     fit = result.fit
     # the manifest is written last: until then no earlier run's manifest vouches for the files
+    ours = (out / "marketing_manifest.json").is_file()
     (out / "marketing_manifest.json").unlink(missing_ok=True)
     written = [
         write_csv(out / "roi.csv", result.roi),
@@ -91,7 +93,7 @@ def _write_fit(result: FitOutputs, out: Path, figures: bool) -> list[Path]:
     ]
     if result.latent_demand is not None:
         written.append(_parquet(out / "latent_demand.parquet", result.latent_demand))
-    elif (out / "latent_demand.parquet").is_file() and (out / "marketing_manifest.json").is_file():
+    elif ours and (out / "latent_demand.parquet").is_file():
         (out / "latent_demand.parquet").unlink()  # an earlier run's, not this fit's
     written.append(save_fit(fit, out / MODEL_DIR))
     if figures:
@@ -261,15 +263,18 @@ def run_allocate(model_dir: str | os.PathLike, budget: float, periods: int,
     -------
     (Allocation, MMMFit, list of pathlib.Path)
     """
+    if out is not None and _is_fit_folder(Path(out)):
+        raise MarketingInputError(f"--out {str(out)!r} holds a fitted model; give another "
+                                  "folder for the allocation (it would overwrite the fit's "
+                                  "figures)")
     fit = fit or load_fit(model_dir)
     bound_table = read_bounds(bounds) if bounds is not None else None
     cap = read_capacity(capacity, fit.posterior.geos) if capacity is not None else None
     allocation = allocate_budget(fit, budget, periods, bounds=bound_table, capacity=cap,
                                  by_geo=by_geo)
-    if not fit.convergence.converged:
-        allocation.notes.insert(0, fit.convergence.banner())
-        allocation.summary["notes"] = allocation.notes
     allocation.summary["converged"] = fit.convergence.converged
+    if not fit.convergence.converged:
+        allocation.summary["convergence"] = fit.convergence.banner()
     written: list[Path] = []
     if out is not None:
         out = Path(out)
@@ -299,6 +304,12 @@ def run_allocate(model_dir: str | os.PathLike, budget: float, periods: int,
     return allocation, fit, written
 
 
+def _is_fit_folder(folder: Path) -> bool:
+    return ((folder / "marketing_manifest.json").is_file()
+            or (folder / MODEL_DIR / "model.json").is_file()
+            or (folder / "model.json").is_file())
+
+
 def allocation_figures(allocation: Allocation) -> list[tuple[str, object]]:
     """``(caption, Plotly figure)``: current vs recommended spend, and the plan's demand
     against capacity when one was given."""
@@ -321,17 +332,17 @@ def allocation_figures(allocation: Allocation) -> list[tuple[str, object]]:
                f"{s['recommended']['incremental_units_hi']:,.0f}) against "
                f"{s['current']['incremental_units']:,.0f} for the current split")
     figs = [(caption, fig)]
-    demand = allocation.demand.sum(axis=2)  # (draw, period)
-    dates = allocation.model.dates
+    n = allocation.model.periods
+    demand = allocation.demand.sum(axis=2)[:, :n]  # (draw, plan period)
+    dates = allocation.model.dates[:n]
     fig = go.Figure()
     lo, hi = np.quantile(demand, [0.05, 0.95], axis=0)
     fig.add_trace(go.Scatter(x=list(dates) + list(dates[::-1]), y=list(hi) + list(lo[::-1]),
                              fill="toself", opacity=0.25, line={"width": 0},
                              name="90% interval"))
     fig.add_trace(go.Scatter(x=dates, y=demand.mean(axis=0), name="expected demand"))
-    fig.add_vline(x=dates[allocation.model.periods - 1], line_dash="dot")
     fig.update_layout(height=320, margin={"l": 40, "r": 10, "t": 10, "b": 30},
                       yaxis_title="units per period (all regions)")
-    figs.append(("Expected demand under the recommended plan (the dotted line ends the "
-                 "plan; later periods carry its effect over)", fig))
+    figs.append(("Expected demand (all regions) over the plan's periods under the "
+                 "recommended split: what forecast/ hands to pharmalab supply", fig))
     return figs

@@ -185,9 +185,14 @@ def read_panel(path: str | Path, *, date_col: str, target_col: str, channels: li
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path)
+            # region codes are names: "01" stays "01", and never becomes the number 1
+            frame = pd.read_csv(path, dtype={geo_col: str} if geo_col else None)
     except (OSError, ValueError, pd.errors.ParserError) as exc:
         raise MarketingInputError(f"{path.name}: cannot be read ({exc})") from None
+    if len(frame.columns) == 1 and ";" in str(frame.columns[0]):
+        raise MarketingInputError(f"{path.name}: one column {str(frame.columns[0])[:40]!r}…: "
+                                  "the file seems separated by ';'; expected a comma-separated "
+                                  "CSV")
     return check_panel(frame, date_col=date_col, target_col=target_col, channels=channels,
                        spend_suffix=spend_suffix, geo_col=geo_col, controls=controls,
                        constraint_col=constraint_col, activity=activity, name=path.name,
@@ -216,8 +221,8 @@ def check_panel(frame: pd.DataFrame, *, date_col: str, target_col: str, channels
     controls = list(controls or [])
     channels = [c.strip() for c in channels]
     if not channels or any(not c for c in channels):
-        raise MarketingInputError(f"{name}: give at least one channel name (e.g. "
-                                  "detailing,samples)")
+        raise MarketingInputError(f"{name}: empty channel name in {channels}; give channel "
+                                  "names separated by commas (e.g. detailing,samples)")
     if len(set(channels)) != len(channels):
         raise MarketingInputError(f"{name}: channel named twice in {channels}")
     spend_cols = {c: f"{c}{spend_suffix}" for c in channels}
@@ -249,11 +254,10 @@ def check_panel(frame: pd.DataFrame, *, date_col: str, target_col: str, channels
         if empty.any():
             raise MarketingInputError(f"{name}: {geo_col} is empty at row "
                                       f"{_row(empty)}; every row needs its region")
-        out["geo"] = geo.astype(str)
+        out["geo"] = geo.astype(str).str.strip()
     else:
         out["geo"] = NATIONAL
-    out["ds"] = _dates(frame[date_col], date_col, name)
-    freq = _freq(out["ds"], date_col, name)
+    out["ds"], freq = _dates_and_freq(frame[date_col], date_col, name)
     out["y"] = _numbers(frame[target_col], target_col, name, "scripts or units")
     for channel, column in spend_cols.items():
         out[channel] = _numbers(frame[column], column, name, "spend in EUR")
@@ -290,9 +294,16 @@ def check_panel(frame: pd.DataFrame, *, date_col: str, target_col: str, channels
     if constraint_col:
         out["censored"], kind_of_constraint = _constraint(frame[constraint_col], out["y"],
                                                           constraint_col, name)
-    out = out.sort_values(["ds", "geo"], kind="stable").reset_index(drop=True)
+    # regions keep the order in which the file first lists them (not "1, 10, 2")
+    order = {g: i for i, g in enumerate(pd.unique(out["geo"]))}
+    out = (out.assign(_order=out["geo"].map(order))
+           .sort_values(["ds", "_order"], kind="stable").drop(columns="_order")
+           .reset_index(drop=True))
+    unused = [str(c) for c in frame.columns if str(c).endswith(spend_suffix)
+              and str(c) not in spend_cols.values()] if spend_suffix else []
     columns = {"date": date_col, "target": target_col, "geo": geo_col,
-               "constraint": constraint_col, "spend": spend_cols, "activity": activity}
+               "constraint": constraint_col, "spend": spend_cols, "activity": activity,
+               "unused_spend": unused}
     return Panel(out, tuple(channels), tuple(controls), freq, source or name, columns,
                  kind_of_constraint)
 
@@ -307,16 +318,39 @@ def _num(value) -> str:
     return f"{value:g}"
 
 
-def _dates(values: pd.Series, column: str, name: str) -> pd.Series:
+def _dates(values: pd.Series, column: str, name: str, dayfirst: bool = False) -> pd.Series:
     if pd.api.types.is_datetime64_any_dtype(values):
         ds = values.dt.tz_localize(None) if getattr(values.dt, "tz", None) else values
     else:
-        ds = pd.to_datetime(values, errors="coerce", format="mixed")
+        ds = pd.to_datetime(values, errors="coerce", format="mixed", dayfirst=dayfirst)
     bad = ds.isna()
     if bad.any():
         raise MarketingInputError(f"{name}: {column} at row {_row(bad)} is "
-                                  f"{values[bad].iloc[0]!r}, not a date (expected YYYY-MM-DD)")
+                                  f"{_shown(values[bad].iloc[0])}, not a date (expected "
+                                  "YYYY-MM-DD)")
     return ds.astype("datetime64[ns]")
+
+
+def _dates_and_freq(values: pd.Series, column: str, name: str) -> tuple[pd.Series, str]:
+    """Dates and their frequency. Slashed dates are read month first (pandas' default);
+    when only day first gives a weekly or monthly grid (European 13/01/2024), day first."""
+    ds = _dates(values, column, name)
+    try:
+        return ds, _freq(ds, column, name)
+    except MarketingInputError:
+        if values.dtype != object or not values.astype(str).str.contains("/").any():
+            raise
+        try:
+            again = _dates(values, column, name, dayfirst=True)
+            return again, _freq(again, column, name)
+        except MarketingInputError:
+            pass
+        raise
+
+
+def _shown(value) -> str:
+    """A cell for a message: plain Python values (``-5``, not ``np.int64(-5)``)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _freq(ds: pd.Series, column: str, name: str) -> str:
@@ -340,7 +374,7 @@ def _numbers(values: pd.Series, column: str, name: str, what: str,
     bad = ~np.isfinite(numbers)
     if bad.any():
         found = values[bad].iloc[0]
-        shown = "an empty cell" if pd.isna(found) else repr(found)
+        shown = "an empty cell" if pd.isna(found) else _shown(found)
         raise MarketingInputError(f"{name}: {column} at row {_row(bad)} is {shown}; expected "
                                   f"{what} (a finite number)")
     if not negative_ok and (numbers < 0).any():
@@ -391,7 +425,7 @@ def _constraint(values: pd.Series, y: pd.Series, column: str,
     text_bad = values.notna() & numbers.isna()
     if text_bad.any():
         raise MarketingInputError(
-            f"{name}: {column} at row {_row(text_bad)} is {values[text_bad].iloc[0]!r}; "
+            f"{name}: {column} at row {_row(text_bad)} is {_shown(values[text_bad].iloc[0])}; "
             "expected 0/1 (supply-constrained) or the units available")
     if (numbers < 0).any():
         neg = numbers < 0
@@ -399,7 +433,23 @@ def _constraint(values: pd.Series, y: pd.Series, column: str,
                                   f"{_num(numbers[neg].iloc[0])}; expected 0/1 or units ≥ 0")
     observed = set(numbers.dropna().unique())
     if observed <= {0.0, 1.0} and numbers.notna().all():
-        return numbers.astype(bool), "flag"
-    # available supply: scripts at (or above) what was available were capped by it
-    censored = numbers.notna() & (y >= numbers - 1e-9)
-    return censored, "supply"
+        censored, kind = numbers.astype(bool), "flag"
+        how = "flags"
+    else:
+        # available supply: scripts at (or above) what was available were capped by it
+        censored, kind = numbers.notna() & (y >= numbers - 1e-9), "supply"
+        how = "read as the units available per row, caps"
+    # demand is learnt from the rows that were not capped: a column capping most rows is a
+    # mistake (a stray 2 in a 0/1 flag turns it into 'units available' ≤ every row)
+    if censored.mean() > 0.5:
+        stray = ""
+        others = numbers.notna() & ~numbers.isin([0.0, 1.0])
+        if kind == "supply" and {0.0, 1.0} & observed and others.mean() < 0.05:
+            stray = (f" (row {_row(others)} holds {_shown(values[others].iloc[0])}: a 0/1 flag "
+                     "with another value is read as units available)")
+        raise MarketingInputError(
+            f"{name}: {column} {how} {int(censored.sum())} of {len(censored)} rows as "
+            f"supply-constrained{stray}; expected a minority (0/1 flags with 1 where scripts "
+            "were capped, or the units available per row, empty where supply was not "
+            "limited)")
+    return censored, kind

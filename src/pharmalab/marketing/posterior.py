@@ -23,13 +23,16 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pharmalab.marketing.response import geometric_adstock, logistic_saturation
+from pharmalab.marketing.response import geometric_adstock, hill, logistic_saturation
 
-__all__ = ["Posterior", "TREND"]
+__all__ = ["DRAW_ARRAYS", "Posterior", "TREND"]
 
 # The control column of the linear trend (years since the first training period).
 TREND = "_trend"
 _MODE = re.compile(r"^(sin|cos)_(\d+)$")
+# The attributes holding one value per posterior draw (first axis).
+DRAW_ARRAYS = ("alpha", "lam", "beta", "intercept", "gamma_control", "gamma_fourier", "sigma",
+               "kappa", "slope")
 
 
 @dataclass(frozen=True)
@@ -52,8 +55,8 @@ class Posterior:
     target_scale : numpy.ndarray
         ``(geo,)`` units.
     alpha, lam, beta : numpy.ndarray
-        ``(draw, geo, channel)``: adstock decay, saturation steepness (per scaled spend),
-        saturation ceiling (scaled units).
+        ``(draw, geo, channel)``: adstock decay, logistic saturation steepness (per scaled
+        media; None for a Hill curve), saturation ceiling (scaled units).
     intercept : numpy.ndarray
         ``(draw, geo)`` scaled units.
     gamma_control : numpy.ndarray
@@ -65,6 +68,14 @@ class Posterior:
     cost_per_unit : numpy.ndarray
         ``(geo, channel)`` EUR per unit of media input (1 where the input is spend): how a
         budget becomes activity.
+    control_offset : numpy.ndarray
+        ``(control,)`` the level each control's effect is measured from (its training mean
+        for a continuous control, 0 for an on/off one and the trend).
+    saturation : {'logistic', 'hill'}
+        The curve: ``β (1 − e^{−λx}) / (1 + e^{−λx})`` or ``β x^s / (x^s + κ^s)``.
+    kappa, slope : numpy.ndarray or None
+        ``(draw, geo, channel)`` the Hill curve's half-saturation point (scaled media) and
+        slope.
     """
 
     channels: tuple[str, ...]
@@ -77,13 +88,17 @@ class Posterior:
     channel_scale: np.ndarray
     target_scale: np.ndarray
     alpha: np.ndarray
-    lam: np.ndarray
+    lam: np.ndarray | None
     beta: np.ndarray
     intercept: np.ndarray
     gamma_control: np.ndarray
     gamma_fourier: np.ndarray
     sigma: np.ndarray
     cost_per_unit: np.ndarray | None = None
+    control_offset: np.ndarray | None = None
+    saturation: str = "logistic"
+    kappa: np.ndarray | None = None
+    slope: np.ndarray | None = None
 
     @property
     def draws(self) -> int:
@@ -96,9 +111,8 @@ class Posterior:
 
     def subset(self, draws: np.ndarray) -> Posterior:
         """The same posterior restricted to the draws ``draws`` (indices)."""
-        take = {name: getattr(self, name)[draws] for name in
-                ("alpha", "lam", "beta", "intercept", "gamma_control", "gamma_fourier",
-                 "sigma")}
+        take = {name: getattr(self, name)[draws] for name in DRAW_ARRAYS
+                if getattr(self, name) is not None}
         return Posterior(**{**self.__dict__, **take})
 
     def media(self, media: np.ndarray, channels: list[int] | None = None) -> np.ndarray:
@@ -111,7 +125,10 @@ class Posterior:
         k = slice(None) if channels is None else list(channels)
         x = np.asarray(media, dtype=float) / self.channel_scale[None, :, k]
         stock = geometric_adstock(x[None], self.alpha[:, :, k], self.l_max, axis=-3)
-        curve = logistic_saturation(stock, self.lam[:, None, :, k])
+        if self.saturation == "hill":
+            curve = hill(stock, self.kappa[:, None, :, k], self.slope[:, None, :, k])
+        else:
+            curve = logistic_saturation(stock, self.lam[:, None, :, k])
         return curve * self.beta[:, None, :, k] * self.target_scale[None, None, :, None]
 
     def chunks(self, size: int = 250):
@@ -151,7 +168,10 @@ class Posterior:
 
     def control_effects(self, values: np.ndarray) -> np.ndarray:
         """Units from each control ``(draw, period, geo, control)`` for control values
-        ``(period, geo, control)`` (the trend included, as :meth:`trend` gives it)."""
+        ``(period, geo, control)`` (the trend included, as :meth:`trend` gives it), each
+        measured from its :attr:`control_offset`."""
+        if self.control_offset is not None:
+            values = values - self.control_offset[None, None, :]
         return (values[None] * self.gamma_control[:, None, :, :]
                 * self.target_scale[None, None, :, None])
 

@@ -128,6 +128,10 @@ def write_plan_forecast(allocation: Allocation, fit: MMMFit, folder: str | Path,
             "budget": allocation.summary["budget"], "n_paths": int(min(n_paths, len(draws))),
             "backtest": "hold-out periods of the fit" if holdout > 0 else None,
         }
+        capped = int(panel.censored[fit.train_periods:].sum()) if holdout > 0 else 0
+        if capped:
+            manifest["notes"] = [f"{capped} hold-out region-periods were supply-constrained: "
+                                 "their actuals (observed scripts) understate demand"]
         (tmp / "forecast_manifest.json").write_text(json.dumps(manifest, indent=1),
                                                     encoding="utf-8")
     folder = Path(folder)

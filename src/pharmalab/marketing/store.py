@@ -30,7 +30,10 @@ __all__ = ["load_fit", "save_fit", "MODEL_DIR"]
 MODEL_DIR = "model"
 FORMAT = 1
 _ARRAYS = ("alpha", "lam", "beta", "intercept", "gamma_control", "gamma_fourier", "sigma",
-           "channel_scale", "target_scale", "cost_per_unit")
+           "channel_scale", "target_scale", "cost_per_unit", "control_offset", "kappa",
+           "slope")
+# what each saturation curve needs besides the common arrays
+_CURVE = {"logistic": ("lam",), "hill": ("kappa", "slope")}
 
 
 def save_fit(fit: MMMFit, folder: str | Path) -> Path:
@@ -40,7 +43,8 @@ def save_fit(fit: MMMFit, folder: str | Path) -> Path:
     with atomic_path(folder) as tmp:
         tmp.mkdir(parents=True)
         np.savez_compressed(tmp / "posterior.npz",
-                            **{name: getattr(post, name) for name in _ARRAYS})
+                            **{name: getattr(post, name) for name in _ARRAYS
+                               if getattr(post, name) is not None})
         fit.panel.frame.to_parquet(tmp / "panel.parquet", index=False)
         fit.diagnostics.to_parquet(tmp / "diagnostics.parquet", index=False)
         meta = {
@@ -62,7 +66,8 @@ def save_fit(fit: MMMFit, folder: str | Path) -> Path:
                           "controls": list(post.controls),
                           "fourier_modes": list(post.fourier_modes), "l_max": post.l_max,
                           "start": post.start.isoformat(),
-                          "periods_per_year": post.periods_per_year},
+                          "periods_per_year": post.periods_per_year,
+                          "saturation": post.saturation},
         }
         (tmp / "model.json").write_text(json.dumps(meta, indent=1, default=str),
                                         encoding="utf-8")
@@ -105,16 +110,21 @@ def load_fit(folder: str | Path) -> MMMFit:
         raise MarketingInputError(f"model folder {str(folder)!r} has format "
                                   f"{meta.get('format')!r}, this pharmalab reads {FORMAT}; "
                                   "refit with pharmalab marketing fit")
-    missing = [name for name in _ARRAYS if name not in arrays.files]
-    if missing:
-        raise MarketingInputError(f"model folder {str(folder)!r}: posterior.npz lacks "
-                                  f"{missing[0]!r}; refit with pharmalab marketing fit")
     p = meta["posterior"]
+    curve = p.get("saturation", "logistic")
+    needed = [n for n in _ARRAYS if n not in ("lam", "kappa", "slope")] + list(
+        _CURVE.get(curve, ()))
+    missing = [name for name in needed if name not in arrays.files]
+    if missing or curve not in _CURVE:
+        raise MarketingInputError(f"model folder {str(folder)!r}: posterior.npz lacks "
+                                  f"{(missing or [curve])[0]!r}; refit with pharmalab "
+                                  "marketing fit")
     posterior = Posterior(
         channels=tuple(p["channels"]), geos=tuple(p["geos"]), controls=tuple(p["controls"]),
         fourier_modes=tuple(p["fourier_modes"]), l_max=int(p["l_max"]),
         start=pd.Timestamp(p["start"]), periods_per_year=float(p["periods_per_year"]),
-        **{name: arrays[name] for name in _ARRAYS})
+        saturation=curve,
+        **{name: (arrays[name] if name in arrays.files else None) for name in _ARRAYS})
     info = meta["panel"]
     panel = Panel(frame, tuple(info["channels"]), tuple(info["controls"]), info["freq"],
                   info["source"], info["columns"], info.get("constraint_kind"))

@@ -123,7 +123,8 @@ def _fmt(value) -> str:
         return f"{int(value):,}"
     if isinstance(value, numbers.Real):
         value = float(value)
-        return f"{value:,.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:,.4g}"
+        # 125,675 rather than 1.257e+05: large amounts (units, EUR) to the unit
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:,.4g}"
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value)) if value else "—"
     return str(value)

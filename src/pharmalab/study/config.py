@@ -392,6 +392,7 @@ class MarketingSection(_Model):
     sampler: Literal["auto", "nutpie", "pymc"] = "auto"
     target_accept: float = Field(0.95, ge=0.5, lt=1)
     pooling: Literal["partial", "shared-shape", "none"] = "partial"
+    saturation: Literal["logistic", "hill"] = "logistic"
     budget: float | None = Field(None, gt=0)
     periods: StrictInt = Field(13, ge=1)
     bounds: str | None = None

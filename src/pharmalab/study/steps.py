@@ -664,7 +664,8 @@ def _marketing_settings(ctx: StepContext):
     try:
         return MMMSettings(draws=m.draws, tune=m.tune, chains=m.chains, seed=m.seed,
                            sampler=m.sampler, target_accept=m.target_accept,
-                           holdout=m.holdout, unit_value=m.unit_value, pooling=m.pooling)
+                           holdout=m.holdout, unit_value=m.unit_value, pooling=m.pooling,
+                           saturation=m.saturation)
     except PharmalabInputError as exc:
         raise StudyConfigError(f"[marketing]: {exc}") from None
 
