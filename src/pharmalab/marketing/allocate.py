@@ -15,8 +15,10 @@ plan minus those without it. Demand the supply plan cannot serve earns nothing, 
 optimizer stops funding it: money goes to channels and regions with room, or stays unspent
 (a plan is never charged for spend that adds less than 0.1% of the average return per euro).
 
-The objective is concave in the channel totals (logistic saturation and ``min(·, c)`` are
-concave), so SLSQP's local optimum is the global one.
+With logistic curves (and Hill curves of slope ≤ 1) the objective is concave in the spend
+(the curves and ``min(·, c)`` are concave), so SLSQP's local optimum is the global one; with
+S-shaped Hill curves SLSQP starts from the current split and from an even split and keeps
+the better.
 
 References
 ----------
