@@ -299,3 +299,33 @@ def test_windows_that_are_always_empty_are_refused():
     assert TimeAtRisk.parse("end-10:start").start_with == "end"  # may be empty for some only
     with pytest.raises(PharmalabInputError, match="increasing whole ages"):
         Strata(by_age=True, age_breaks=(45, 35))
+
+
+def test_min_days_at_risk_drops_short_periods_as_cohortmethod():
+    """Issue 15 item 8: CohortMethod's minDaysAtRisk as an incidence option."""
+    import dataclasses
+
+    db = load_prep(CASES / "strataByGender_PREP.json")
+    design = read_design(CASES / "strataByGenderTest.json")  # start+0 → start+90
+    # person 3's observation ends 9 days after the entry: a 10-day window
+    db.con.insert("person", pd.DataFrame({
+        "person_id": [3], "gender_concept_id": [8507], "year_of_birth": [1970],
+        "race_concept_id": [0], "ethnicity_concept_id": [0]}), database="cdm")
+    db.con.insert("observation_period", pd.DataFrame({
+        "observation_period_id": [3], "person_id": [3],
+        "observation_period_start_date": [date(2000, 1, 1)],
+        "observation_period_end_date": [date(2004, 1, 10)], "period_type_concept_id": [0]}),
+        database="cdm")
+    db.con.insert("cohort", pd.DataFrame({
+        "cohort_definition_id": [100], "subject_id": [3], "cohort_start_date": [date(2004, 1, 1)],
+        "cohort_end_date": [date(2004, 1, 1)]}), database=db.results_schema)
+
+    def overall(min_days: int):
+        summary = incidence_rates(db, dataclasses.replace(design, min_days_at_risk=min_days),
+                                  min_cell_count=1).summary
+        row = summary[summary.gender_id.isna()].iloc[0]
+        return int(row.persons_at_risk), int(row.person_days)
+
+    assert overall(1) == (3, 247 + 10)
+    assert overall(10) == (3, 247 + 10)
+    assert overall(11) == (2, 247)

@@ -13,6 +13,7 @@ from lifelines import KaplanMeierFitter
 from lifelines.statistics import logrank_test
 
 from pharmalab.characterize.survival import (
+    aggregate_events,
     event_table,
     kaplan_meier,
     log_rank,
@@ -370,3 +371,65 @@ def test_spark_event_table_equals_duckdb(spark_gibleed_cohorts, gibleed_cohorts)
             gibleed_cohorts, 1, gi_bleeds(gibleed_cohorts) if outcome == "gi bleeds" else outcome)
         assert len(on_duckdb) > 100
         pd.testing.assert_frame_equal(on_spark, on_duckdb)
+
+
+# --- delayed entry (left truncation) and minimum days at risk (issue 15, item 8) ------------
+
+
+def test_delayed_entry_counts_a_subject_only_after_it_enters():
+    # (entry, exit, event): A (0, 2, yes), B (0, 4, no), C (3, 5, yes), D (1, 3, yes).
+    # At risk at t: entry < t ≤ exit (R's Surv(start, stop]); ignoring entry gives 0.75, 0.5.
+    rows = ibis.memtable(pd.DataFrame({"entry": [0, 0, 3, 1], "time": [2, 4, 5, 3],
+                                       "event": [1, 0, 1, 1]}))
+    events = aggregate_events(rows)
+    assert events.to_dict("list") == {"time": [0, 1, 2, 3, 4, 5], "n_events": [0, 0, 1, 1, 0, 1],
+                                      "n_censored": [0, 0, 0, 0, 1, 0],
+                                      "n_entered": [2, 1, 0, 1, 0, 0]}
+    table = kaplan_meier(events)
+    assert survival_at(table, 2) == pytest.approx(2 / 3)
+    assert survival_at(table, 3) == pytest.approx(1 / 3)
+    assert survival_at(table, 5) == 0.0
+    assert table.set_index("time").n_at_risk.to_dict() == {0: 0, 1: 2, 2: 3, 3: 2, 4: 2, 5: 1}
+    assert survival_at(kaplan_meier(events.drop(columns="n_entered")), 3) == pytest.approx(0.5)
+
+
+def test_delayed_entry_equals_lifelines_entry_on_random_subjects():
+    rng = np.random.default_rng(15)
+    n = 300
+    entry = rng.integers(0, 40, n)
+    exit_ = entry + 1 + rng.integers(0, 60, n)
+    event = rng.integers(0, 2, n)
+    rows = ibis.memtable(pd.DataFrame({"entry": entry, "time": exit_, "event": event}))
+    table = kaplan_meier(aggregate_events(rows))
+    kmf = KaplanMeierFitter().fit(exit_, event, entry=entry)
+    for t in (5, 20, 41, 60, 99):
+        assert survival_at(table, t) == pytest.approx(
+            kmf.survival_function_at_times(t).iloc[0], abs=1e-12), t
+
+
+def test_delayed_entry_rejects_an_exit_before_entry_and_log_rank_refuses_it():
+    bad = pd.DataFrame({"time": [0, 2], "n_events": [1, 0], "n_censored": [0, 1],
+                        "n_entered": [0, 2]})
+    with pytest.raises(PharmalabInputError, match="entry < exit"):
+        kaplan_meier(bad)
+    good = pd.DataFrame({"time": [0, 2], "n_events": [0, 1], "n_censored": [0, 0],
+                         "n_entered": [1, 0]})
+    with pytest.raises(PharmalabInputError, match="delayed entry"):
+        log_rank(good, good)
+
+
+def test_min_days_at_risk_leaves_out_short_windows_as_cohortmethod():
+    db = hand_built_db()
+    # windows (cut at observation end, both ends included): persons 8 and 9 have 31 days,
+    # person 3 has 91, everyone else 366 (2020 is a leap year); person 7 died before entry.
+    every = rows_of(time_to_event(db, 1, 100))
+    kept = rows_of(time_to_event(db, 1, 100, min_days_at_risk=31))
+    assert kept == every
+    kept = rows_of(time_to_event(db, 1, 100, min_days_at_risk=32))
+    assert set(every) - set(kept) == {(8, "2020-01-01"), (9, "2020-01-01")}
+    kept = rows_of(time_to_event(db, 1, 100, min_days_at_risk=92))
+    assert set(every) - set(kept) == {(3, "2020-01-01"), (8, "2020-01-01"), (9, "2020-01-01")}
+    result = survival(db, [1], 100, min_days_at_risk=92)
+    assert result.unsuppressed_table.n_at_risk.iloc[0] == 6
+    with pytest.raises(PharmalabInputError, match="min_days_at_risk"):
+        time_to_event(db, 1, 100, min_days_at_risk=0)

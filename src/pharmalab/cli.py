@@ -6,6 +6,8 @@ a study with a failed step exits 1.
 
 from __future__ import annotations
 
+import dataclasses
+
 import signal
 import sys
 from contextlib import contextmanager
@@ -192,6 +194,39 @@ def cdm_check(
                          _fmt(row.rows_affected), row.detail)
     out_console.print(findings)
     out_console.print(f"written: {path}")
+
+
+@cdm_app.command("eras")
+def cdm_eras(
+    cdm: Annotated[str, typer.Option("--cdm", help="Database URL, e.g. duckdb:///cdm.duckdb.")],
+    table: Annotated[list[str] | None, typer.Option(
+        "--table", help="drug_era or condition_era (repeatable; default both).")] = None,
+    replace: Annotated[bool, typer.Option(
+        "--replace", help="Rebuild tables that exist (default: keep them).")] = False,
+    persistence_window: Annotated[int, typer.Option(
+        "--persistence-window", min=0, max=3650,
+        help="Days of gap allowed inside one era (OHDSI: 30).")] = 30,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+) -> None:
+    """Build drug_era and condition_era in the engine from drug_exposure and
+    condition_occurrence, with OHDSI's era logic (30-day persistence window, ingredients
+    through concept_ancestor)."""
+    from pharmalab.cdm import eras
+    from pharmalab.engine import database
+
+    db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema, create=False)
+    with _progress() as progress:
+        progress.add_task("deriving eras", total=None)
+        done = eras.build_eras(db, tuple(table or eras.ERA_TABLES), replace=replace,
+                               persistence_days=persistence_window)
+    for build in done:
+        if build.action == "kept":
+            out_console.print(f"{build.table}: exists ({build.rows:,} rows), kept; --replace "
+                              "rebuilds it", markup=False)
+        else:
+            out_console.print(f"{build.table}: {build.action}, {build.rows:,} rows",
+                              markup=False)
 
 
 @cohorts_app.command("generate")
@@ -873,6 +908,10 @@ def incidence(
     clean_window: Annotated[int, typer.Option(
         "--clean-window", min=0, max=1_000_000,
         help="Days after an outcome not at risk.")] = 0,
+    min_days_at_risk: Annotated[int, typer.Option(
+        "--min-days-at-risk", min=1, max=1_000_000,
+        help="Drop at-risk periods shorter than this many days (CohortMethod's "
+             "minDaysAtRisk; default 1 as CohortIncidence).")] = 1,
     by_age: Annotated[bool, typer.Option("--by-age", help="Strata by age group.")] = False,
     by_gender: Annotated[bool, typer.Option("--by-gender", help="Strata by gender.")] = False,
     by_year: Annotated[bool, typer.Option("--by-year", help="Strata by start year.")] = False,
@@ -908,6 +947,8 @@ def incidence(
                                 if age_breaks else {}))
         the_design = char.simple_design(target_id, outcome_id, tars, clean_window=clean_window,
                                         strata=strata, names=_cohort_names(db))
+    if min_days_at_risk != 1:
+        the_design = dataclasses.replace(the_design, min_days_at_risk=min_days_at_risk)
     result = char.incidence_rates(db, the_design, min_cell_count=min_cell_count)
     written = outputs.write_incidence(result, out)
     _print_frame(outputs.incidence_overview(result.summary), "Incidence (all persons)")
@@ -927,6 +968,10 @@ def survival(
     ] = None,
     tar: Annotated[str, typer.Option(
         "--tar", help="Time at risk START:END, e.g. start+0:end+0.")] = "start+0:end+0",
+    min_days_at_risk: Annotated[int, typer.Option(
+        "--min-days-at-risk", min=1, max=1_000_000,
+        help="Leave out entries whose window is shorter than this many days "
+             "(CohortMethod's minDaysAtRisk).")] = 1,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
     results_schema: ResultsSchema = None,
     cdm_schema: CdmSchema = None,
@@ -945,7 +990,8 @@ def survival(
         raise PharmalabInputError("--comparator-id is the same cohort as --target-id")
     ids = [target_id] + ([comparator_id] if comparator_id is not None else [])
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
-    result = char.survival(db, ids, outcome_id, window, min_cell_count=min_cell_count)
+    result = char.survival(db, ids, outcome_id, window, min_days_at_risk=min_days_at_risk,
+                           min_cell_count=min_cell_count)
     written = outputs.write_survival(result, out)
     if int(result.unsuppressed_table.n_events.sum()) == 0:
         console.print(f"warning: no outcome (cohort {outcome_id}) in the time at risk of any "

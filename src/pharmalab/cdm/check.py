@@ -67,7 +67,9 @@ def check(
     (rows − distinct keys), ``orphan_person_id`` (rows whose ``person_id`` is not in
     ``person``), ``end_before_start`` (``*_end_date`` < ``*_start_date``),
     ``outside_observation_period`` (events whose date is in no observation period of the
-    person; orphans included).
+    person; orphans included), ``drug_era_differs`` (warning: shipped ``drug_era`` rows with
+    no equal row in the one derived from ``drug_exposure`` by OHDSI's era logic,
+    :func:`pharmalab.cdm.eras.compare_drug_eras`).
 
     Parameters
     ----------
@@ -108,6 +110,7 @@ def check(
         expr = db.table(name, t.role)
         rows[name] = _check_table(t, expr, findings)
     _check_person_links(db, tables, rows, findings)
+    _check_drug_era(db, present, findings)
 
     frame = pd.DataFrame(findings, columns=FINDING_COLUMNS)
     frame["rows_total"] = frame["rows_total"].astype("Int64")
@@ -288,6 +291,28 @@ def _check_person_links(db: Database, tables: dict[str, Table], rows: dict[str, 
             findings.append(_finding(
                 "outside_observation_period", name, date, "warning", n, rows[name],
                 f"{date} in no observation period of the person"))
+
+
+def _check_drug_era(db: Database, present: set[str], findings: list[dict]) -> None:
+    """Compare a shipped ``drug_era`` with the one derived from ``drug_exposure``."""
+    from pharmalab.cdm.eras import compare_drug_eras
+
+    if "drug_era" not in present:
+        return
+    needed = [t for t in ("drug_exposure", "concept_ancestor", "concept") if t not in present]
+    if needed:
+        findings.append(_finding("drug_era_not_compared", "drug_era", "", "info", None, None,
+                                 f"{needed[0]} is missing: drug_era cannot be derived"))
+        return
+    c = compare_drug_eras(db)
+    differ = c["shipped"] - c["matching"]
+    if differ:
+        findings.append(_finding(
+            "drug_era_differs", "drug_era", "", "warning", differ, c["shipped"],
+            f"derived from drug_exposure with OHDSI's 30-day era logic ({c['derived']} rows): "
+            f"{c['matching']} shipped rows equal, {c['gap_days_only']} differ only in "
+            f"gap_days, {c['shipped_only']} have no era with the same ingredient, dates and "
+            "count; rebuild with: pharmalab cdm eras --replace"))
 
 
 def _summary(db, tables: dict[str, Table], version, rows, findings) -> dict:

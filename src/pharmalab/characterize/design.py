@@ -135,6 +135,9 @@ class IncidenceDesign:
     strata: Strata = field(default_factory=Strata)
     study_start: date | None = None
     study_end: date | None = None
+    # CohortMethod's minDaysAtRisk: at-risk periods shorter than this (days, both ends
+    # included) are dropped before merging. 1 is CohortIncidence's behaviour.
+    min_days_at_risk: int = 1
 
     def target(self, cohort_id: int) -> TargetDef:
         return next(t for t in self.targets if t.id == cohort_id)

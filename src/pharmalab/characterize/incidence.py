@@ -190,7 +190,8 @@ def _at_risk_eras(db: Database, cohorts: ir.Table, design: IncidenceDesign,
     """Step 1: merged at-risk periods, for all persons (subgroup 0) and each subgroup."""
     targets = cohorts.filter(cohorts.cohort_definition_id.isin(list(analysis.targets)))
     tars = [design.tar(t) for t in analysis.tars]
-    periods = at_risk_periods(targets, db.table("observation_period"), tars)
+    periods = at_risk_periods(targets, db.table("observation_period"), tars,
+                              min_days_at_risk=design.min_days_at_risk)
     periods = periods.select(target_cohort_definition_id=periods.cohort_definition_id,
                              tar_id=periods.tar_id, subject_id=periods.subject_id,
                              start_date=periods.start_date, end_date=periods.end_date)

@@ -57,6 +57,7 @@ def time_to_event(
     tar: TimeAtRisk = DEFAULT_TAR,
     *,
     first_entry_only: bool = True,
+    min_days_at_risk: int = 1,
 ) -> ir.Table:
     """Days from each target entry's time-at-risk start to the first outcome or censoring.
 
@@ -78,6 +79,10 @@ def time_to_event(
     first_entry_only
         Keep only each person's earliest entry into the target cohort (a new-user index); the
         person is left out if that entry has no time at risk. False keeps every entry.
+    min_days_at_risk
+        Entries whose window (cut at observation end, start and end days included) is
+        shorter are left out (CohortMethod ``createStudyPopulation(minDaysAtRisk=)``; the
+        default 1 keeps every entry with a window).
 
     Returns
     -------
@@ -116,7 +121,8 @@ def time_to_event(
             (entries.subject_id == firsts.first_subject_id)
             & (entries.cohort_start_date == firsts.first_start_date),
         ).select(entries.columns)
-    periods = at_risk_periods(entries, db.table("observation_period"), [tar])
+    periods = at_risk_periods(entries, db.table("observation_period"), [tar],
+                              min_days_at_risk=min_days_at_risk)
     periods = _with_censoring_day(db, periods)
 
     outcomes = _outcome_rows(db, outcome)
@@ -154,6 +160,7 @@ def event_table(
     tar: TimeAtRisk = DEFAULT_TAR,
     *,
     first_entry_only: bool = True,
+    min_days_at_risk: int = 1,
 ) -> pd.DataFrame:
     """Outcomes and censorings per day of follow-up, counted in the engine.
 
@@ -171,24 +178,34 @@ def event_table(
     PharmalabInputError, CdmNotFoundError
         As :func:`time_to_event`.
     """
-    rows = time_to_event(db, target_cohort_id, outcome, tar, first_entry_only=first_entry_only)
+    rows = time_to_event(db, target_cohort_id, outcome, tar, first_entry_only=first_entry_only,
+                         min_days_at_risk=min_days_at_risk)
     return aggregate_events(rows)
 
 
 def aggregate_events(rows: ir.Table) -> pd.DataFrame:
     """Group a :func:`time_to_event` table by ``time`` in the engine and fetch the counts.
 
+    ``rows`` has ``time`` (days) and ``event`` (0/1); an optional ``entry`` column (days, on
+    the same clock, ``entry < time``) adds delayed entry: the result then has ``n_entered``,
+    the entries entering per day, for :func:`kaplan_meier`.
+
     Returns
     -------
     pandas.DataFrame
-        As :func:`event_table`.
+        As :func:`event_table` (plus ``n_entered``, int64, with an ``entry`` column).
     """
     events = rows.event.cast("int64")
     counts = rows.group_by("time").aggregate(
         n_events=events.sum(), n_censored=(1 - events).sum())
     frame = counts.to_pandas()
     frame = frame.astype({column: "int64" for column in EVENT_COLUMNS})
-    return frame[EVENT_COLUMNS].sort_values("time", ignore_index=True)
+    frame = frame[EVENT_COLUMNS]
+    if "entry" in rows.columns:
+        entries = rows.group_by(time=rows.entry.cast("int64")).aggregate(
+            n_entered=rows.count()).to_pandas()
+        frame = frame.merge(entries, on="time", how="outer").fillna(0).astype("int64")
+    return frame.sort_values("time", ignore_index=True)
 
 
 def _check_cohort_id(value, name: str) -> None:
@@ -256,11 +273,15 @@ def kaplan_meier(events: pd.DataFrame, n_total: int | None = None) -> pd.DataFra
     ----------
     events
         ``time`` (days ≥ 0), ``n_events``, ``n_censored`` (counts ≥ 0), as from
-        :func:`event_table`; repeated times are added up.
+        :func:`event_table`; repeated times are added up. An optional ``n_entered`` column
+        gives **delayed entry** (left truncation): the entries whose follow-up starts at
+        ``time`` and who are at risk only after it — an entry that enters at ``e`` and leaves
+        at ``x`` is at risk at ``t`` for ``e < t ≤ x`` (R's ``Surv(start, stop, event)``;
+        lifelines' ``KaplanMeierFitter.fit(..., entry=)`` gives the same curve). Without it
+        every entry is at risk from time 0.
     n_total
-        Number of entries at risk at time 0. By default the total of ``n_events`` and
-        ``n_censored``; when given it must equal that total (a guard against a filtered or
-        truncated aggregate).
+        Number of entries. By default the total of ``n_events`` and ``n_censored``; when
+        given it must equal that total (a guard against a filtered or truncated aggregate).
 
     Returns
     -------
@@ -268,7 +289,8 @@ def kaplan_meier(events: pd.DataFrame, n_total: int | None = None) -> pd.DataFra
         One row per time of ``events``, plus a first row at time 0 if there is none:
 
         - ``time`` (int64, days);
-        - ``n_at_risk`` (int64): entries with time ≥ ``time``;
+        - ``n_at_risk`` (int64): entries with time ≥ ``time`` (and, with delayed entry,
+          that entered before ``time``);
         - ``n_events``, ``n_censored`` (int64);
         - ``survival`` (float64): ``S(t) = ∏_{t_i ≤ t} (1 − d_i / n_i)`` (Kaplan & Meier 1958);
         - ``lower_95``, ``upper_95`` (float64): the 95% interval from Greenwood's variance on
@@ -284,7 +306,8 @@ def kaplan_meier(events: pd.DataFrame, n_total: int | None = None) -> pd.DataFra
     ------
     PharmalabInputError
         If a column is missing, a time is negative, a count negative, there are no entries,
-        or ``n_total`` disagrees with the counts.
+        ``n_total`` disagrees with the counts, or (delayed entry) the entered total differs
+        from the entries that leave, or an entry would leave before it enters.
     """
     table = _clean_events(events, "events")
     if table.empty or table[["n_events", "n_censored"]].to_numpy().sum() == 0:
@@ -296,16 +319,33 @@ def kaplan_meier(events: pd.DataFrame, n_total: int | None = None) -> pd.DataFra
             f"kaplan_meier: n_total is {n_total} but the event table counts {total} entries")
     if table.time.iloc[0] > 0:
         # lifelines' timeline starts at 0, where everyone is at risk and S = 1.
-        start = pd.DataFrame({"time": [0], "n_events": [0], "n_censored": [0]})
+        start = pd.DataFrame({"time": [0], "n_events": [0], "n_censored": [0],
+                              "n_entered": [0]})
         table = pd.concat([start, table], ignore_index=True)
         removed = np.r_[0, removed]
 
-    at_risk = total - np.r_[0, np.cumsum(removed)[:-1]]
+    left_before = np.r_[0, np.cumsum(removed)[:-1]]
+    if "n_entered" in events.columns:
+        entered = table.n_entered.to_numpy()
+        if int(entered.sum()) != total:
+            raise PharmalabInputError(
+                f"kaplan_meier: n_entered sums to {int(entered.sum())} but {total} entries "
+                "leave (every entry must enter once)")
+        # In the risk set at t: entered strictly before t, not yet left before t.
+        at_risk = np.r_[0, np.cumsum(entered)[:-1]] - left_before
+        if (at_risk < (table.n_events + table.n_censored).to_numpy()).any():
+            day = int(table.time[at_risk < (table.n_events + table.n_censored)].iloc[0])
+            raise PharmalabInputError(
+                f"kaplan_meier: on day {day} more entries leave than are at risk; an entry "
+                "must leave after the day it enters (entry < exit)")
+    else:
+        at_risk = total - left_before
     deaths = table.n_events.to_numpy().astype(float)
     n = at_risk.astype(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         # Summed on the log scale, as lifelines does, so the values agree to the last digits.
-        log_survival = np.cumsum(np.log(n - deaths) - np.log(n))
+        # (A day with nobody at risk and no outcome — before delayed entries — adds 0.)
+        log_survival = np.cumsum(np.where(deaths > 0, np.log(n - deaths) - np.log(n), 0.0))
         # Greenwood's terms; a day on which everyone left at risk has the outcome adds
         # nothing (lifelines replaces the infinite term by 0; S is 0 from then on anyway).
         terms = deaths / (n * (n - deaths))
@@ -403,6 +443,11 @@ def log_rank(events_a: pd.DataFrame, events_b: pd.DataFrame) -> LogRankResult:
     """
     a = _clean_events(events_a, "events_a").set_index("time")
     b = _clean_events(events_b, "events_b").set_index("time")
+    if a.n_entered.sum() or b.n_entered.sum():
+        raise PharmalabInputError(
+            "log_rank: delayed entry (n_entered) is not supported by this test; compare "
+            "curves without it")
+    a, b = a.drop(columns="n_entered"), b.drop(columns="n_entered")
     for name, frame in (("events_a", a), ("events_b", b)):
         if frame.to_numpy().sum() == 0:
             raise PharmalabInputError(f"log_rank: {name} counts no entries")
@@ -427,19 +472,23 @@ def log_rank(events_a: pd.DataFrame, events_b: pd.DataFrame) -> LogRankResult:
 
 
 def _clean_events(events: pd.DataFrame, name: str) -> pd.DataFrame:
-    """Validated ``time, n_events, n_censored`` (int64), one row per time, sorted."""
+    """Validated ``time, n_events, n_censored[, n_entered]`` (int64), one row per time,
+    sorted; ``n_entered`` is 0 when absent."""
     missing = [c for c in EVENT_COLUMNS if c not in events.columns]
     if missing:
         raise PharmalabInputError(
             f"{name}: column {missing[0]!r} is missing (expected time, n_events, n_censored; "
             f"columns: {', '.join(map(str, events.columns))})")
-    table = events[EVENT_COLUMNS]
+    columns = EVENT_COLUMNS + (["n_entered"] if "n_entered" in events.columns else [])
+    table = events[columns]
     if table.isna().any().any():
         raise PharmalabInputError(f"{name}: time and counts must not be missing")
     table = table.astype("int64")
+    if "n_entered" not in table.columns:
+        table = table.assign(n_entered=0)
     if (table.time < 0).any():
         raise PharmalabInputError(f"{name}: times must be ≥ 0 days, found {table.time.min()}")
-    for column in ("n_events", "n_censored"):
+    for column in ("n_events", "n_censored", "n_entered"):
         if (table[column] < 0).any():
             raise PharmalabInputError(f"{name}: {column} must be ≥ 0")
     return table.groupby("time", as_index=False).sum().sort_values("time", ignore_index=True)
@@ -492,13 +541,14 @@ def survival(
     tar: TimeAtRisk = DEFAULT_TAR,
     *,
     first_entry_only: bool = True,
+    min_days_at_risk: int = 1,
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
 ) -> SurvivalResult:
     """Kaplan–Meier survival of one or two target cohorts, with a log-rank test for two.
 
     Parameters
     ----------
-    db, outcome, tar, first_entry_only
+    db, outcome, tar, first_entry_only, min_days_at_risk
         As :func:`time_to_event`.
     target_cohort_ids
         One or two distinct target cohort ids.
@@ -526,7 +576,8 @@ def survival(
 
     counts, curves, medians = {}, [], {}
     for cohort_id in ids:
-        events = event_table(db, cohort_id, outcome, tar, first_entry_only=first_entry_only)
+        events = event_table(db, cohort_id, outcome, tar, first_entry_only=first_entry_only,
+                             min_days_at_risk=min_days_at_risk)
         if events.empty:
             raise PharmalabInputError(
                 f"target cohort {cohort_id}: no entry with time at risk ({tar.label}); is "

@@ -132,6 +132,8 @@ def at_risk_periods(
     cohort: ir.Table,
     observation_period: ir.Table,
     tars: Sequence[TimeAtRisk],
+    *,
+    min_days_at_risk: int = 1,
 ) -> ir.Table:
     """Each cohort entry's time-at-risk period for each window, cut at observation end.
 
@@ -145,6 +147,10 @@ def at_risk_periods(
         ``observation_period_end_date``).
     tars
         Time-at-risk windows (ids must be distinct).
+    min_days_at_risk
+        Periods shorter than this many days (start and end included, after the cut at
+        observation end) are dropped, as CohortMethod's ``minDaysAtRisk``; the default 1
+        keeps every period that does not start after it ends (CohortIncidence).
 
     Returns
     -------
@@ -154,7 +160,16 @@ def at_risk_periods(
         ``end_date`` (date; the period is inclusive of both) and
         ``observation_period_end_date``. Entries outside every observation period are
         dropped, as are windows that start after they end (CohortIncidence step 1).
+
+    Raises
+    ------
+    PharmalabInputError
+        If no window is given, ids repeat, or ``min_days_at_risk`` is not a whole number ≥ 1.
     """
+    if isinstance(min_days_at_risk, bool) or not isinstance(min_days_at_risk, int) \
+            or min_days_at_risk < 1:
+        raise PharmalabInputError(
+            f"min_days_at_risk must be a whole number of days ≥ 1, got {min_days_at_risk!r}")
     if not tars:
         raise PharmalabInputError("no time-at-risk window given")
     ids = [tar.id for tar in tars]
@@ -188,7 +203,10 @@ def at_risk_periods(
             observation_period_end_date=op_end,
         ))
     union = periods[0] if len(periods) == 1 else ibis.union(*periods)
-    return union.filter(union.start_date <= union.end_date)
+    if min_days_at_risk == 1:
+        return union.filter(union.start_date <= union.end_date)
+    return union.filter(
+        days_between(union.start_date, union.end_date) + 1 >= min_days_at_risk)
 
 
 def days_between(start, end):

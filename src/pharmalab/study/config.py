@@ -166,6 +166,7 @@ class IncidenceSection(_Model):
     outcomes: list[StrictInt] = []
     tars: list[str] = ["start+0:end+0"]
     clean_window: StrictInt = Field(0, ge=0)
+    min_days_at_risk: StrictInt = Field(1, ge=1)
     by_age: StrictBool = False
     by_gender: StrictBool = False
     by_year: StrictBool = False
@@ -195,6 +196,7 @@ class SurvivalSection(_Model):
     targets: list[StrictInt] = Field(min_length=1, max_length=2)
     outcome: StrictInt
     tar: str = "start+0:end+0"
+    min_days_at_risk: StrictInt = Field(1, ge=1)
 
     @field_validator("tar")
     @classmethod

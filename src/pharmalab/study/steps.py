@@ -6,6 +6,8 @@ writes its files under ``OUT/<package>/`` atomically and returns a report sectio
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -349,6 +351,9 @@ def _incidence_design(ctx: StepContext):
 
 def _incidence(ctx: StepContext, tick: Tick) -> Section:
     design = _incidence_design(ctx)
+    if ctx.study.incidence.min_days_at_risk != 1:
+        design = dataclasses.replace(design,
+                                     min_days_at_risk=ctx.study.incidence.min_days_at_risk)
     result = characterize.incidence_rates(ctx.db, design,
                                           min_cell_count=ctx.study.study.min_cell_count)
     for path in char_outputs.write_incidence(result, ctx.out / "characterize"):
@@ -373,6 +378,7 @@ def _survival(ctx: StepContext, tick: Tick) -> Section:
     c = ctx.study.survival
     tar = characterize.TimeAtRisk.parse(c.tar)
     result = characterize.survival(ctx.db, c.targets, c.outcome, tar,
+                                   min_days_at_risk=c.min_days_at_risk,
                                    min_cell_count=ctx.study.study.min_cell_count)
     for path in char_outputs.write_survival(result, ctx.out / "characterize"):
         ctx.output("characterize", path.name)
