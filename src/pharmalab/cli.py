@@ -7,7 +7,6 @@ a study with a failed step exits 1.
 from __future__ import annotations
 
 import dataclasses
-
 import signal
 import sys
 from contextlib import contextmanager

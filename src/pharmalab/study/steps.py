@@ -7,7 +7,6 @@ writes its files under ``OUT/<package>/`` atomically and returns a report sectio
 from __future__ import annotations
 
 import dataclasses
-
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
