@@ -198,10 +198,36 @@ def test_lead_time_demand_from_quantiles_assumes_independent_periods(tmp_path):
     got = protection_demand(tmp_path / "fc", lead_time=2, review_period=2).iloc[0]
     assert got["demand_model"] == "normal (independent periods)"
     assert isinstance(got["demand"], NormalDemand)
-    # Four independent N(100, 10²) periods: N(400, 4 · 10²) (the quantile grid's quadrature
-    # gives the variance to 0.5%).
-    assert got["mean"] == pytest.approx(400.0, rel=1e-6)
-    assert got["std"] == pytest.approx(20.0, rel=5e-3)
+    # Four independent N(100, 10²) periods: N(400, 4 · 10²), recovered exactly from the
+    # quantile columns (issue 15 item 6: a grid gave σ = 9.9967, so 432.89 instead of 432.90)
+    assert got["mean"] == pytest.approx(400.0, rel=1e-12)
+    assert got["std"] == pytest.approx(20.0, rel=1e-12)
+    assert round(got["demand"].ppf(0.95), 2) == 432.90
+    one = protection_demand(tmp_path / "fc", lead_time=0, review_period=1).iloc[0]
+    assert one["std"] == pytest.approx(10.0, rel=1e-12)
+    assert round(one["demand"].ppf(0.95), 2) == 116.45
+
+
+def test_quantile_moments_are_exact_for_normal_quantiles_and_cut_at_zero():
+    from scipy import stats
+
+    from pharmalab.supply.leadtime import quantile_moments
+
+    levels = np.array([0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.975])
+    q = np.vstack([stats.norm.ppf(levels, 100, 10), stats.norm.ppf(levels, 5, 10)])
+    mean, var = quantile_moments(levels, q)
+    assert mean[0] == pytest.approx(100, rel=1e-12) and var[0] == pytest.approx(100, rel=1e-12)
+    # max(N(5, 10²), 0): the censored normal's moments, in closed form
+    z = -5 / 10
+    m = 5 * stats.norm.sf(z) + 10 * stats.norm.pdf(z)
+    m2 = (5**2 + 10**2) * stats.norm.sf(z) + 5 * 10 * stats.norm.pdf(z)
+    assert mean[1] == pytest.approx(m, rel=1e-12)
+    assert var[1] == pytest.approx(m2 - m**2, rel=1e-12)
+    # three levels only (10%, 50%, 90%): still exact for a normal
+    three = quantile_moments(levels[[2, 6, 10]], stats.norm.ppf(levels[[2, 6, 10]], 50, 7)[None])
+    assert three[0][0] == pytest.approx(50, rel=1e-12)
+    assert three[1][0] == pytest.approx(49, rel=1e-12)
+    assert quantile_moments(levels[[2, 10]], np.zeros((1, 2)))[0][0] == 0.0
 
 
 def test_low_volume_series_get_count_distributions():

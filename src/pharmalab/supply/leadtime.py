@@ -59,12 +59,12 @@ from pharmalab.supply.demand import (
 __all__ = ["ProtectionDemand", "SeriesForecast", "protection_demand", "quantile_columns",
            "quantile_moments", "series_forecasts"]
 
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _ZERO = 1e-9  # protection-period mean (units) treated as no demand
 # Above this variance-to-mean ratio a negative binomial is too dispersed for exact sums (its
 # support would run to ~70 × the ratio points): such low-volume series keep the empirical
 # paths or the normal.
 _MAX_DISPERSION = 1000.0
-_GRID = 2000
 _QUANTILE = re.compile(r"^q(0?\.\d+)$")
 _INTERVAL = re.compile(r"^(lo|hi)-(\d+(?:\.\d+)?)$")
 
@@ -220,10 +220,12 @@ def quantile_moments(levels: np.ndarray, quantiles: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of the per-period distributions given by their quantiles.
 
-    The quantile function is linear in ``z = Φ⁻¹(τ)`` between the given levels (exact for a
-    normal), continued beyond the outermost levels with the slope between the outermost
-    level and the one nearest the median on that side, and cut at 0 (demand); its mean and
-    variance are averages over 2,000 equal-probability points.
+    The quantile function is linear in ``z = Φ⁻¹(τ)`` between the given levels, continued
+    beyond the outermost levels with the slope between the outermost level and the one
+    nearest the median on that side, and cut at 0 (demand). Its mean and variance are
+    integrated in closed form over each piece (moments of the standard normal on an
+    interval), so quantiles written from a normal give back that normal's mean and variance
+    exactly (when its mass below 0 is negligible) — no grid, no bias towards less stock.
 
     Parameters
     ----------
@@ -235,28 +237,53 @@ def quantile_moments(levels: np.ndarray, quantiles: np.ndarray
     Returns
     -------
     (numpy.ndarray, numpy.ndarray)
-        Mean (units) and variance (units²) per period, shape ``(H,)``.
+        Mean (units) and variance (units², ≥ 0) per period, shape ``(H,)``.
     """
     z_levels = special.ndtri(np.asarray(levels, dtype=float))
     q = np.maximum.accumulate(np.asarray(quantiles, dtype=float), axis=1)
-    grid = special.ndtri((np.arange(_GRID) + 0.5) / _GRID)
     k = z_levels.size
     if k == 1:
-        values = np.repeat(q, _GRID, axis=1)
-    else:
-        mid = int(np.argmin(np.abs(z_levels)))
-        lo_ref = mid if mid > 0 else 1
-        hi_ref = mid if mid < k - 1 else k - 2
-        lo_slope = (q[:, lo_ref] - q[:, 0]) / (z_levels[lo_ref] - z_levels[0])
-        hi_slope = (q[:, -1] - q[:, hi_ref]) / (z_levels[-1] - z_levels[hi_ref])
-        seg = np.clip(np.searchsorted(z_levels, grid) - 1, 0, k - 2)
-        w = (grid - z_levels[seg]) / (z_levels[seg + 1] - z_levels[seg])
-        values = q[:, seg] * (1 - w) + q[:, seg + 1] * w
-        below, above = grid < z_levels[0], grid > z_levels[-1]
-        values[:, below] = q[:, [0]] + lo_slope[:, None] * (grid[below] - z_levels[0])
-        values[:, above] = q[:, [-1]] + hi_slope[:, None] * (grid[above] - z_levels[-1])
-    values = np.maximum(values, 0.0)
-    return values.mean(axis=1), values.var(axis=1)
+        mean = np.maximum(q[:, 0], 0.0)
+        return mean, np.zeros_like(mean)
+    # Pieces: (-inf, z_1], [z_1, z_2], …, [z_K, inf); on each Q(z) = alpha + beta·z.
+    mid = int(np.argmin(np.abs(z_levels)))
+    lo_ref = mid if mid > 0 else 1
+    hi_ref = mid if mid < k - 1 else k - 2
+    inner_beta = np.diff(q, axis=1) / np.diff(z_levels)
+    lo_beta = (q[:, lo_ref] - q[:, 0]) / (z_levels[lo_ref] - z_levels[0])
+    hi_beta = (q[:, -1] - q[:, hi_ref]) / (z_levels[-1] - z_levels[hi_ref])
+    beta = np.column_stack([lo_beta, inner_beta, hi_beta])
+    anchors_z = np.r_[z_levels[0], z_levels[:-1], z_levels[-1]]
+    anchors_q = np.column_stack([q[:, 0], q[:, :-1], q[:, -1]])
+    alpha = anchors_q - beta * anchors_z
+    a = np.broadcast_to(np.r_[-np.inf, z_levels], beta.shape)
+    b = np.broadcast_to(np.r_[z_levels, np.inf], beta.shape)
+    # Demand is max(Q, 0): keep the part of each piece where Q > 0 (beta ≥ 0 throughout).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        zero = np.where(beta > 0, -alpha / beta, np.where(alpha > 0, -np.inf, np.inf))
+    a = np.maximum(a, zero)
+    b = np.maximum(b, a)
+    m0, m1, m2 = _normal_interval_moments(a, b)
+    first = (alpha * m0 + beta * m1).sum(axis=1)
+    second = (alpha**2 * m0 + 2 * alpha * beta * m1 + beta**2 * m2).sum(axis=1)
+    return first, np.maximum(second - first**2, 0.0)
+
+
+def _normal_interval_moments(a: np.ndarray, b: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """∫ z^j φ(z) dz over [a, b] for j = 0, 1, 2 (a ≤ b, either may be infinite)."""
+    def pdf(x):
+        return np.where(np.isfinite(x), np.exp(-0.5 * np.square(np.where(
+            np.isfinite(x), x, 0.0))) * _INV_SQRT_2PI, 0.0)
+
+    def x_pdf(x):
+        return np.where(np.isfinite(x), np.where(np.isfinite(x), x, 0.0) * pdf(x), 0.0)
+
+    # Φ(b) − Φ(a) from the side with more precision (both tails are used).
+    m0 = np.where(a > 0, special.ndtr(-a) - special.ndtr(-b), special.ndtr(b) - special.ndtr(a))
+    m1 = pdf(a) - pdf(b)
+    m2 = m0 + x_pdf(a) - x_pdf(b)
+    return m0, m1, m2
 
 
 def quantile_columns(columns: Iterable[str]) -> dict[float, str]:
