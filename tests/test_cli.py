@@ -215,3 +215,10 @@ def test_cohorts_generate_refuses_bad_names_before_any_work(gibleed_csv_db, tmp_
     schemas = {r[0] for r in con.sql("select schema_name from information_schema.schemata")
                .fetchall()}
     assert "res-ults" not in schemas and "results" not in schemas  # nothing was created
+
+
+def test_forecast_reconcilers_option_names_an_unknown_method(tmp_path):
+    proc = _run("forecast", "--sales", need(DATA / "sales" / "pbs.csv"), "--time-col", "Month",
+                "--value-col", "Scripts", "--hierarchy", "Concession,Type,ATC1,ATC2",
+                "--reconcilers", "BottomUp,MinTrace_ols", "--out", tmp_path / "fc")
+    _assert_one_line_error(proc, "MinTrace_ols", "MinTrace_mint_shrink")

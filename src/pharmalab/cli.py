@@ -419,6 +419,11 @@ def forecast_cmd(
         "--models", help="Comma-separated base models (default: SeasonalNaive, AutoETS, "
                          "AutoTheta, CrostonSBA, ADIDA, TSB, LightGBM; plus AutoARIMA for "
                          "≤ 10 series).")] = None,
+    reconcilers: Annotated[str | None, typer.Option(
+        "--reconcilers", help="Comma-separated reconciliation methods to choose from by "
+                              "backtest: BottomUp, MinTrace_mint_shrink, MinTrace_wls_var, "
+                              "TopDown_forecast_proportions (default: BottomUp, "
+                              "MinTrace_mint_shrink, TopDown_forecast_proportions).")] = None,
     n_paths: Annotated[int, typer.Option("--n-paths", min=0, max=10_000)] = 200,
     fill_missing: Annotated[bool, typer.Option(
         "--fill-missing", help="Fill missing periods inside a series with 0 (else an "
@@ -442,7 +447,8 @@ def forecast_cmd(
                       fill_missing=fill_missing, data_end=data_end)
     settings = ForecastSettings(
         horizon=horizon, backtest_windows=backtest_windows, step=step,
-        models=tuple(_names(models)) if models else None, n_paths=n_paths, seed=seed)
+        models=tuple(_names(models)) if models else None, n_paths=n_paths, seed=seed,
+        **({"reconcilers": tuple(_names(reconcilers))} if reconcilers else {}))
     levels = ([_names(level) for level in grouped_levels.split(";")] if grouped_levels
               else ())
     with _progress() as progress:

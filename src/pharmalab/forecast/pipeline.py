@@ -322,8 +322,7 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
             columns=["unique_id", "cutoff", "method", "mase"])
         method, reason = reconcile.choose_reconciler(history, level_of, default,
                                                      settings.tolerance)
-        if method not in candidates:
-            method, reason = default, f"{method} could not run here: default"
+        method, reason = _runnable(method, reason, candidates, default)
         actual = rows[["unique_id", "ds", "y"]].drop_duplicates(["unique_id", "ds"])
         window_scores = {}
         for name, rec in [("unreconciled", wide.clip(lower=0)), *candidates.items()]:
@@ -381,10 +380,9 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     reported = pd.concat(rec_history)
     method, reason = reconcile.choose_reconciler(
         reported[reported["cutoff"] > cutoffs[0]], level_of, default, settings.tolerance)
-    if method not in candidates:
-        method, reason = default, f"{method} could not run here: default"
+    method, reason = _runnable(method, reason, candidates, default)
     decisions.append({"cutoff": last, "window": "final", "method": method, "reason": reason})
-    final_mean = candidates[method]
+    final_mean = candidates.get(method, wide.clip(lower=0))
     all_errors = intervals.scaled_errors(chosen, scale_series)
     final_scales = seasonal_scales(series, season_length)["mae_scale"]
     q_table = intervals.error_quantiles(all_errors, probs, h)
@@ -408,6 +406,18 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
         hierarchy=hier, notes=notes, timings=timings)
 
 
+
+
+def _runnable(method: str, reason: str, candidates: dict, default: str) -> tuple[str, str]:
+    """The chosen reconciliation if it ran in this window, else the default, else the base
+    forecasts (unreconciled, cut at 0) — e.g. MinTrace alone in the first window, which has
+    no earlier errors for its covariance."""
+    if method in candidates or method == "unreconciled":
+        return method, reason
+    if default in candidates:
+        return default, f"{method} could not run here: {default} (the default)"
+    return "unreconciled", (f"{method} could not run here and no other requested method "
+                            "could: the base forecasts, not reconciled")
 
 
 def _check_ends(series: pd.DataFrame) -> None:

@@ -328,6 +328,7 @@ class ForecastSection(_Model):
     backtest_windows: StrictInt = Field(3, ge=1)
     step: StrictInt | None = Field(None, ge=1)
     models: list[str] | None = None
+    reconcilers: list[str] | None = None
     n_paths: StrictInt = Field(200, ge=0)
     seed: StrictInt = 0
 

@@ -553,7 +553,9 @@ def _forecast_settings(ctx: StepContext):
     try:
         return ForecastSettings(horizon=f.horizon, backtest_windows=f.backtest_windows,
                                 step=f.step, models=tuple(f.models) if f.models else None,
-                                n_paths=f.n_paths, seed=f.seed)
+                                n_paths=f.n_paths, seed=f.seed,
+                                **({"reconcilers": tuple(f.reconcilers)} if f.reconcilers
+                                   else {}))
     except PharmalabInputError as exc:
         raise StudyConfigError(f"study.toml in {ctx.study_dir}: [forecast]: {exc}") from None
 
