@@ -640,3 +640,39 @@ def test_ambiguous_or_empty_key_settings_are_refused():
         read_key(environ={ENV_KEY: "k" * 32, ENV_KEY_FILE: "/some/file"})
     with pytest.raises(PseudonymKeyError, match="set but empty"):
         read_key(environ={ENV_KEY: ""})
+
+
+def test_open_end_sentinels_are_not_shifted_and_read_back(gibleed_cohorts, tmp_path):
+    """Issue 15 item 4: a drug exposure ending 9999-12-31 (OMOP's open end) was shifted to
+    year 10000 and the Parquet could not be read back."""
+    import shutil as sh
+
+    from pharmalab.engine import database
+
+    path = tmp_path / "cdm.duckdb"
+    gibleed_cohorts.con.raw_sql("CHECKPOINT")
+    sh.copy(gibleed_cohorts.url.duckdb_path, path)
+    db = database(f"duckdb://{path}?results_schema=results", create=False)
+    first = int(db.con.con.execute(
+        "select min(subject_id) from results.cohort where cohort_definition_id = 1").fetchone()[0])
+    db.con.raw_sql(f"""update drug_exposure set drug_exposure_end_date = DATE '9999-12-31'
+                       where person_id = {first}""")
+    n_open = int(db.con.con.execute(
+        f"select count(*) from drug_exposure where person_id = {first}").fetchone()[0])
+    result = quiet_extract(db, 1, tmp_path / "x", window=WINDOW, key=KEY, allow_small_k=True,
+                           domains=["person", "drug_exposure"])
+    drug = pd.read_parquet(result.out / "drug_exposure")  # pyarrow reads it back
+    ends = pd.Series(drug["drug_exposure_end_date"].astype(str))
+    sentinel = ends == "9999-12-31"
+    assert 0 < sentinel.sum() <= n_open
+    assert not ends.str.startswith("10000").any()
+    # every other date is shifted as before: one keyed offset per person
+    starts = pd.to_datetime(drug.loc[~sentinel, "drug_exposure_start_date"])
+    assert starts.notna().all()
+    deid = result.manifest["deidentification"]
+    assert deid["unshifted_after"] == "2099-12-31" and "9999-12-31" in deid["unshifted_note"]
+    relative = quiet_extract(db, 1, tmp_path / "r", window=WINDOW, key=KEY, allow_small_k=True,
+                             domains=["person", "drug_exposure"], relative_dates=True)
+    rel = pd.read_parquet(relative.out / "drug_exposure")
+    assert rel["drug_exposure_end_days_from_index"].isna().sum() == sentinel.sum()
+    db.con.disconnect()

@@ -111,8 +111,22 @@ def test_follow_up_end_cuts_and_censors_the_last_episode():
     assert episodes_of(db, follow_up=50) == [
         (1, 1, A, "2020-01-01", "2020-02-20", 50, 0, False)]
     # a last gap within the permissible gap at follow-up end is censored too
+    # — and, as AdhereR reports it, lasts to the follow-up end (supply end kept beside it)
     db = fills_db([(1, A, "2020-01-01", 30)], periods={1: ("2019-01-01", "2020-02-29")})
-    assert episodes_of(db) == [(1, 1, A, "2020-01-01", "2020-01-31", 30, 30, False)]
+    assert episodes_of(db) == [(1, 1, A, "2020-01-01", "2020-03-01", 60, 30, False)]
+
+
+def test_an_episode_running_at_follow_up_end_lasts_to_it_as_in_adherer():
+    """Issue 15 item 14: one fill of 30 days on 2020-01-01, permissible gap 90, follow-up 100
+    days → AdhereR's episode 2020-01-01 to 2020-04-10, duration 100, end gap 70, censored."""
+    db = fills_db([(1, A, "2020-01-01", 30)])
+    assert episodes_of(db, permissible_gap=90, follow_up=100) == [
+        (1, 1, A, "2020-01-01", "2020-04-10", 100, 70, False)]
+    row = treatment_episodes(db, [A], permissible_gap=90, follow_up=100).to_pandas().iloc[0]
+    assert str(as_date(row.supply_end)) == "2020-01-31"
+    # a gap one day longer than permissible: discontinued at the supply end
+    assert episodes_of(db, permissible_gap=69, follow_up=100) == [
+        (1, 1, A, "2020-01-01", "2020-01-31", 30, 70, True)]
 
 
 def test_bad_arguments_are_clear_errors():
@@ -204,6 +218,8 @@ def loop_episodes(fills: pd.DataFrame, ends: dict, gap: int) -> list[tuple]:
             following = episodes[i + 1][1] if i + 1 < len(episodes) else None
             end = min(supply_end, following or fu_end, fu_end)
             end_gap = ((following or fu_end) - end).days
+            if following is None and end_gap <= gap:
+                end = fu_end  # AdhereR: still running at the end of follow-up
             out.append((person, i + 1, medication, start, end, (end - start).days, end_gap))
         assert first == episodes[0][1]
     return out
@@ -232,7 +248,8 @@ def test_gibleed_celecoxib_episodes_equal_a_loop(gibleed_csv_db):
         # cohort 1 counts the same 1,800)
         assert len(rows) == len(expected) == len(ends) == 1800
         assert rows == expected
-        assert set(got.duration_days) == {1}
+        supplied = (pd.to_datetime(got.supply_end) - pd.to_datetime(got.start)).dt.days
+        assert set(supplied) == {1}  # GiBleed's celecoxib fills have no days_supply
         assert fills.days_supply_imputed.all()
     finally:
         db.con.disconnect()
@@ -287,3 +304,26 @@ def test_a_first_episode_that_never_ended_is_persistent():
     table = result.unsuppressed_table
     assert table.n_persons.tolist() == [5, 5]
     assert table.n_persistent.tolist() == [4, 4]
+
+
+def test_episodes_csv_is_pseudonymized_with_dates_shifted_per_person(tmp_path):
+    """Issue 15 item 14: episodes as AdhereR users get them, de-identified."""
+    from pharmalab.extract import date_offset, pseudonym
+    from pharmalab.journey.outputs import write_episodes
+
+    key = b"pharmalab persistence test key 0123"
+    db = fills_db([(1, A, "2020-01-01", 30), (7, A, "2020-01-01", 30), (7, B, "2020-03-01", 30)])
+    path, n = write_episodes(db, tmp_path, [A, B], permissible_gap=90, follow_up=100, key=key,
+                             date_shift_days=30)
+    frame = pd.read_csv(path)
+    assert n == 3 and "person_id" not in frame.columns
+    assert frame.columns.tolist() == ["person_pseudonym", "episode_id", "medication", "start",
+                                      "end", "duration_days", "end_gap_days", "discontinued",
+                                      "follow_up_end", "supply_end"]
+    one = frame[frame.person_pseudonym == pseudonym(key, 1)].iloc[0]
+    shift = dt.timedelta(days=date_offset(key, 1, 30))
+    assert one.start == str(day("2020-01-01") + shift)
+    assert one.end == str(day("2020-04-10") + shift)
+    assert one.supply_end == str(day("2020-01-31") + shift)
+    assert (one.duration_days, one.end_gap_days, bool(one.discontinued)) == (100, 70, False)
+    assert sorted(frame[frame.person_pseudonym == pseudonym(key, 7)].episode_id) == [1, 2]

@@ -169,14 +169,20 @@ def cdm_check(
     vocab_schema: VocabSchema = None,
     min_cell_count: MinCellCount = 5,
 ) -> None:
-    """Check a CDM against the specification; write cdm_check.csv and print a summary."""
+    """Check a CDM against the specification; write cdm_check.csv, cdm_tables.csv and
+    cdm_summary.json (as the study's cdm step) and print a summary."""
+    import json
+
     from pharmalab import cdm as cdm_pkg
-    from pharmalab.atomic import write_csv
+    from pharmalab.atomic import write_csv, write_text
     from pharmalab.engine import database
 
     db = database(cdm, cdm_schema=cdm_schema, vocab_schema=vocab_schema, create=False)
     result = cdm_pkg.check(db, cdm_version=cdm_version, min_cell_count=min_cell_count)
     path = write_csv(out / "cdm_check.csv", result.findings)
+    written = [path, write_csv(out / "cdm_tables.csv", result.tables),
+               write_text(out / "cdm_summary.json",
+                          json.dumps(result.summary, indent=2, default=str) + "\n")]
 
     summary = Table(title="CDM summary", show_header=False)
     summary.add_column("", style="bold")
@@ -192,7 +198,7 @@ def cdm_check(
         findings.add_row(f"[{colour}]{row.severity}[/]", row.check, row.table, row.column,
                          _fmt(row.rows_affected), row.detail)
     out_console.print(findings)
-    out_console.print(f"written: {path}")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
 
 
 @cdm_app.command("eras")
@@ -775,21 +781,44 @@ def journey_persistence(
     follow_up: Annotated[int | None, typer.Option(
         "--follow-up", min=1, help="Days of follow-up from the first fill (default: to "
                                    "observation end).")] = None,
+    episodes: Annotated[bool, typer.Option(
+        "--episodes/--no-episodes",
+        help="Write episodes.csv: every treatment episode as AdhereR gives them, by keyed "
+             "pseudonym, dates shifted per person.")] = True,
+    key_file: Annotated[Path | None, typer.Option(
+        "--key-file", help="Pseudonym key file (else PHARMALAB_PSEUDONYM_KEY[_FILE], else "
+                           "a random key that is not stored).")] = None,
+    date_shift_days: Annotated[int, typer.Option(
+        "--date-shift-days", min=0, max=3650,
+        help="episodes.csv: each person's dates move by a keyed offset within ± this.")] = 180,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
     cdm_schema: CdmSchema = None,
     vocab_schema: VocabSchema = None,
     min_cell_count: MinCellCount = 5,
 ) -> None:
     """Persistence of the first treatment episode (AdhereR episodes) at 6 and 12 months and
-    the Kaplan–Meier of time to discontinuation: persistence.csv, persistence_km.csv."""
+    the Kaplan–Meier of time to discontinuation: persistence.csv, persistence_km.csv and
+    episodes.csv (every episode, pseudonymized)."""
     from pharmalab import journey
     from pharmalab.atomic import write_csv
+    from pharmalab.extract import read_key
+    from pharmalab.journey.outputs import write_episodes
 
+    key = read_key(key_file=key_file) if episodes else None  # a bad key stops us first
     db = _char_db(cdm, cdm_schema, vocab_schema, None)
     result = journey.persistence(db, concept_id, permissible_gap=permissible_gap,
                                  follow_up=follow_up, min_cell_count=min_cell_count)
     written = [write_csv(out / "persistence.csv", result.table),
                write_csv(out / "persistence_km.csv", result.km)]
+    if episodes:
+        path, n = write_episodes(db, out, concept_id, permissible_gap=permissible_gap,
+                                 follow_up=follow_up, key=key,
+                                 date_shift_days=date_shift_days)
+        written.append(path)
+        if not key.stored:
+            console.print(f"note: {n:,} episodes by pseudonym; the key was random and not "
+                          "stored, so nobody can link them back (give --key-file to link them)",
+                          markup=False)
     _print_frame(result.table, "Persistence of the first episode")
     median = "not reached" if result.median_days is None else f"{result.median_days:g} days"
     out_console.print(f"median time to discontinuation: {median}")

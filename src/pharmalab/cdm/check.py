@@ -9,10 +9,11 @@ as findings, not crashes.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import ibis
-import ibis.expr.datatypes as dt
+import ibis.expr.datatypes as idt
 import pandas as pd
 
 from pharmalab.cdm.spec import Table, cdm_spec, normalize_version
@@ -21,6 +22,19 @@ from pharmalab.errors import CdmInputError, CdmNotFoundError
 from pharmalab.privacy import DEFAULT_MIN_CELL_COUNT, suppress
 
 FINDING_COLUMNS = ["check", "table", "column", "severity", "rows_affected", "rows_total", "detail"]
+
+# Vocabulary tables the analyses read: concept sets with descendants need concept_ancestor,
+# "mapped" concepts concept_relationship, names concept. Absent → an error.
+ANALYSIS_VOCABULARY = ("concept", "concept_ancestor", "concept_relationship", "vocabulary")
+# Clinical domains cohorts and characterization look in. Absent or empty → a warning.
+CLINICAL_TABLES = ("visit_occurrence", "condition_occurrence", "drug_exposure",
+                   "procedure_occurrence", "device_exposure", "measurement", "observation",
+                   "death")
+# In the specification but written by analyses, not shipped with a CDM.
+RESULTS_TABLES = ("cohort", "cohort_definition")
+# Dates before this are implausible for care records (DataQualityDashboard uses 1850 for
+# birth and 1950 for events; the issue's 1900 sits between).
+EARLIEST_PLAUSIBLE_DATE = dt.date(1900, 1, 1)
 
 
 @dataclass
@@ -39,7 +53,9 @@ class CheckResult:
     summary : dict
         ``cdm_version``, ``cdm_source_name``, ``source_cdm_version``, ``vocabulary_version``,
         ``persons``, ``observation_period_start`` and ``observation_period_end`` (ISO dates),
-        ``tables_present``, ``required_tables_missing``, ``errors``, ``warnings``.
+        ``tables_present``, ``required_tables_missing``, ``analysis_tables_missing`` (the
+        vocabulary tables and clinical domains analyses read that are absent), ``errors``,
+        ``warnings``.
     """
 
     findings: pd.DataFrame
@@ -67,7 +83,17 @@ def check(
     (rows − distinct keys), ``orphan_person_id`` (rows whose ``person_id`` is not in
     ``person``), ``end_before_start`` (``*_end_date`` < ``*_start_date``),
     ``outside_observation_period`` (events whose date is in no observation period of the
-    person; orphans included), ``drug_era_differs`` (warning: shipped ``drug_era`` rows with
+    person; orphans included), ``missing_table`` (error for a required table and for the
+    vocabulary tables analyses read — concept, concept_ancestor, concept_relationship,
+    vocabulary; warning for a clinical domain table; info for any other table of the
+    specification), ``empty_table`` (a clinical domain without rows), ``date_after_today``
+    and ``date_before_1900`` (any date column; OMOP's open end ``9999-12-31`` counts as after
+    today), ``event_after_death`` (the event date after the person's death date),
+    ``event_before_birth`` (before ``birth_datetime``, or when only ``year_of_birth`` /
+    ``month_of_birth`` are known before the first day they allow; an event on the birth date
+    is fine), ``drug_era_differs`` (warning: shipped ``drug_era`` rows with
+    no equal row in the one derived from ``drug_exposure`` by OHDSI's era logic,
+    :func:`pharmalab.cdm.eras.compare_drug_eras`). (warning: shipped ``drug_era`` rows with
     no equal row in the one derived from ``drug_exposure`` by OHDSI's era logic,
     :func:`pharmalab.cdm.eras.compare_drug_eras`).
 
@@ -103,13 +129,16 @@ def check(
     findings: list[dict] = []
     rows: dict[str, int] = {}
     for name, t in spec.tables.items():
-        if t.required and name not in tables:
-            findings.append(_finding("missing_table", name, "", "error", None, None,
-                                     f"required by CDM v{version}"))
+        if name not in tables and name not in RESULTS_TABLES:
+            findings.append(_missing_table(name, t, version))
     for name, t in tables.items():
         expr = db.table(name, t.role)
         rows[name] = _check_table(t, expr, findings)
+        if rows[name] == 0 and name in CLINICAL_TABLES:
+            findings.append(_finding("empty_table", name, "", "warning", 0, 0,
+                                     "no rows: analyses of this domain will find nothing"))
     _check_person_links(db, tables, rows, findings)
+    _check_birth_and_death(db, tables, rows, findings)
     _check_drug_era(db, present, findings)
 
     frame = pd.DataFrame(findings, columns=FINDING_COLUMNS)
@@ -164,7 +193,7 @@ def _finding(check, table, column, severity, affected, total, detail) -> dict:
             "rows_affected": affected, "rows_total": total, "detail": detail}
 
 
-def _family(dtype: dt.DataType) -> str:
+def _family(dtype: idt.DataType) -> str:
     if dtype.is_integer():
         return "integer"
     if dtype.is_floating() or dtype.is_decimal():
@@ -208,6 +237,14 @@ def _check_table(t: Table, expr: ibis.Table, findings: list[dict]) -> int:
         metrics["distinct_pk"] = expr[pk.name].nunique()
     for start, end in pairs:
         metrics[f"order__{end}"] = (expr[end] < expr[start]).sum()
+    today = dt.date.today()
+    # Clinical dates only: the vocabulary's valid_end_date is 2099-12-31 by convention.
+    dates = [c.name for c in present if t.role == "cdm"
+             and _family(schema[c.name]) in ("date", "timestamp")]
+    for name in dates:
+        day = expr[name].cast("date")
+        metrics[f"future__{name}"] = (day > today).sum()
+        metrics[f"early__{name}"] = (day < EARLIEST_PLAUSIBLE_DATE).sum()
     row = expr.aggregate(**metrics).execute().iloc[0].to_dict()
     values = {k: _int(v) for k, v in row.items()}
     total = values["_rows"]
@@ -232,7 +269,31 @@ def _check_table(t: Table, expr: ibis.Table, findings: list[dict]) -> int:
         if n:
             findings.append(_finding("end_before_start", t.name, end, "warning", n, total,
                                      f"{end} before {start}"))
+    for name in dates:
+        if values[f"future__{name}"]:
+            findings.append(_finding(
+                "date_after_today", t.name, name, "warning", values[f"future__{name}"], total,
+                f"after {today.isoformat()} (today; 9999-12-31 open ends included)"))
+        if values[f"early__{name}"]:
+            findings.append(_finding(
+                "date_before_1900", t.name, name, "warning", values[f"early__{name}"], total,
+                f"before {EARLIEST_PLAUSIBLE_DATE.isoformat()}"))
     return total
+
+
+def _missing_table(name: str, t: Table, version: str) -> dict:
+    if t.required:
+        return _finding("missing_table", name, "", "error", None, None,
+                        f"required by CDM v{version}")
+    if name in ANALYSIS_VOCABULARY:
+        return _finding("missing_table", name, "", "error", None, None,
+                        "vocabulary table the analyses read (concept sets, descendants, "
+                        "names): load the OMOP vocabulary")
+    if name in CLINICAL_TABLES:
+        return _finding("missing_table", name, "", "warning", None, None,
+                        "clinical domain absent: analyses of it will find nothing")
+    return _finding("missing_table", name, "", "info", None, None,
+                    f"optional table of CDM v{version} absent")
 
 
 def _int(value) -> int:
@@ -293,6 +354,53 @@ def _check_person_links(db: Database, tables: dict[str, Table], rows: dict[str, 
                 f"{date} in no observation period of the person"))
 
 
+def _check_birth_and_death(db: Database, tables: dict[str, Table], rows: dict[str, int],
+                           findings: list[dict]) -> None:
+    """Events dated after the person's death or before the person's birth (DQD's
+    ``plausibleBeforeDeath`` without its 60-day margin, and ``plausibleAfterBirth``)."""
+    if "person" not in tables:
+        return
+    person = db.table("person")
+    cols = person.columns
+    year = person.year_of_birth.cast("int64")
+    month = (person.month_of_birth.cast("int64") if "month_of_birth" in cols
+             else ibis.null("int64"))
+    day = person.day_of_birth.cast("int64") if "day_of_birth" in cols else ibis.null("int64")
+    # The earliest day the known parts of the birth date allow.
+    from_parts = ibis.date(year, ibis.coalesce(month, 1),
+                           ibis.cases((month.isnull(), 1), else_=ibis.coalesce(day, 1)))
+    birth = (ibis.coalesce(person.birth_datetime.cast("date"), from_parts)
+             if "birth_datetime" in cols else from_parts)
+    births = person.select(b_person_id=person.person_id.cast("int64"), birth_date=birth)
+    births = births.filter(births.birth_date.notnull())
+    deaths = None
+    if "death" in tables and {"person_id", "death_date"} <= set(db.table("death").columns):
+        death = db.table("death")
+        deaths = death.group_by(d_person_id=death.person_id.cast("int64")).aggregate(
+            death_date=death.death_date.cast("date").min())
+    for name, t in tables.items():
+        if name in ("person", "death") or t.role != "cdm" or "person_id" not in t.column_names:
+            continue
+        events = db.table(name, t.role)
+        date = _event_date(t)
+        if date is None or date not in events.columns or "person_id" not in events.columns:
+            continue
+        day_of = events.select(e_person_id=events.person_id.cast("int64"),
+                               e_date=events[date].cast("date"))
+        early = day_of.join(births, day_of.e_person_id == births.b_person_id)
+        n = int(early.filter(early.e_date < early.birth_date).count().execute())
+        if n:
+            findings.append(_finding("event_before_birth", name, date, "warning", n, rows[name],
+                                     f"{date} before the person's birth date"))
+        if deaths is None:
+            continue
+        late = day_of.join(deaths, day_of.e_person_id == deaths.d_person_id)
+        n = int(late.filter(late.e_date > late.death_date).count().execute())
+        if n:
+            findings.append(_finding("event_after_death", name, date, "warning", n, rows[name],
+                                     f"{date} after the person's death date"))
+
+
 def _check_drug_era(db: Database, present: set[str], findings: list[dict]) -> None:
     """Compare a shipped ``drug_era`` with the one derived from ``drug_exposure``."""
     from pharmalab.cdm.eras import compare_drug_eras
@@ -339,8 +447,12 @@ def _summary(db, tables: dict[str, Table], version, rows, findings) -> dict:
         ).execute().iloc[0]
         out["observation_period_start"] = _iso(span["start"])
         out["observation_period_end"] = _iso(span["end"])
+    spec_tables = cdm_spec(version).tables
     out["required_tables_missing"] = sorted(
-        n for n, t in cdm_spec(version).tables.items() if t.required and n not in tables)
+        n for n, t in spec_tables.items() if t.required and n not in tables)
+    out["analysis_tables_missing"] = sorted(
+        n for n in (*ANALYSIS_VOCABULARY, *CLINICAL_TABLES)
+        if n in spec_tables and n not in tables)
     if findings is not None:
         out["errors"] = int((findings["severity"] == "error").sum())
         out["warnings"] = int((findings["severity"] == "warning").sum())

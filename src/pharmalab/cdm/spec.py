@@ -9,6 +9,7 @@ Types are mapped ``integer → BIGINT``, ``float → DOUBLE``, ``date → DATE``
 from __future__ import annotations
 
 import csv
+import datetime as _dt
 from dataclasses import dataclass
 from functools import cache
 from importlib.resources import files
@@ -16,6 +17,11 @@ from importlib.resources import files
 from pharmalab.errors import CdmInputError
 
 CDM_VERSIONS = ("5.3", "5.4")
+
+# Dates after this day are conventions, not events: OMOP's open end 9999-12-31 (an observation
+# period or exposure still running), far-future placeholders. Analyses treat them as "no end
+# recorded"; the extraction never shifts them.
+OPEN_END_AFTER = _dt.date(2099, 12, 31)
 
 # Tables of the results schema that Eunomia archives carry next to the CDM (CDM 5.3 DDL puts
 # them in the results schema); a loader recognises and skips them rather than failing.

@@ -311,6 +311,11 @@ def _manifest(cohort_id, db: Database, cdm: dict, settings: ExtractSettings,
             "key_stored": None if pkey is None else pkey.stored,
             "key_fingerprint": None if pkey is None else pkey.fingerprint,
             "date_shift_days": settings.date_shift_days if deid else 0,
+            "unshifted_after": settings.unshifted_after.isoformat() if deid else None,
+            "unshifted_note": (f"dates after {settings.unshifted_after.isoformat()} (such as "
+                               "OMOP's open end 9999-12-31) are written as they are, not "
+                               "shifted; as days from the index they are blank")
+            if deid else None,
             "date_offset_method": ("HMAC digest bytes 8–11 mod 2N → [−N, −1] ∪ [1, N] days, "
                                    "one offset per person") if deid else None,
             "relative_dates": settings.relative_dates,

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import numbers
 from dataclasses import dataclass, field
 
+from pharmalab.cdm.spec import OPEN_END_AFTER
 from pharmalab.extract.domains import DEFAULT_DOMAINS, Window, parse_domains
 from pharmalab.extract.errors import ExtractInputError
 
 # HIPAA Safe Harbor, 45 CFR 164.514(b)(2)(i)(C): ages over 89 are aggregated into 90 or older.
 AGE_TOP_CODE = 90
+
+# Dates after this are conventions, not events: OMOP's open end 9999-12-31 (shifting it gives
+# year 10000, which Parquet readers refuse), far-future placeholders. They are written as they
+# are, never shifted, and carry no information about the person.
+UNSHIFTED_AFTER = OPEN_END_AFTER
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,9 @@ class ExtractSettings:
     generalize_concepts : bool
         Replace domain concepts held by fewer than ``k_min`` persons by their nearest
         ancestor, else "other" (:mod:`pharmalab.extract.generalize`).
+    unshifted_after : datetime.date
+        Dates after this day (default 2099-12-31) are kept as they are by the date shift, and
+        are blank as days from the index: sentinels such as OMOP's open end ``9999-12-31``.
     """
 
     window: Window = field(default_factory=Window)
@@ -48,6 +58,7 @@ class ExtractSettings:
     allow_small_k: bool = False
     age_band_years: int = 5
     generalize_concepts: bool = False
+    unshifted_after: dt.date = UNSHIFTED_AFTER
 
     def __post_init__(self):
         object.__setattr__(self, "window", Window.parse(self.window))
@@ -56,6 +67,10 @@ class ExtractSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
                 raise ExtractInputError(f"{name} must be a whole number ≥ {low}, got {value!r}")
+        if not isinstance(self.unshifted_after, dt.date) or isinstance(
+                self.unshifted_after, dt.datetime):
+            raise ExtractInputError(
+                f"unshifted_after must be a date, got {self.unshifted_after!r}")
         for name in ("deidentify", "relative_dates", "allow_small_k", "generalize_concepts"):
             if not isinstance(getattr(self, name), bool):
                 raise ExtractInputError(

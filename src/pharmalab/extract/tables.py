@@ -6,6 +6,7 @@ Nothing runs here; :mod:`pharmalab.extract.write` streams each expression to Par
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import ibis
@@ -17,7 +18,7 @@ from pharmalab.extract import columns as col
 from pharmalab.extract import pseudonyms
 from pharmalab.extract.domains import Domain
 from pharmalab.extract.members import END, ENTRY, INDEX, OFFSET, PERSON, SUBJECT
-from pharmalab.extract.settings import AGE_TOP_CODE, ExtractSettings
+from pharmalab.extract.settings import AGE_TOP_CODE, UNSHIFTED_AFTER, ExtractSettings
 
 DAYS = "_x_days"
 HMAC_TEXT = "pseudonym: HMAC-SHA256 (RFC 2104) of the decimal id, first 63 bits (BIGINT)"
@@ -146,12 +147,15 @@ def table_plan(db: Database, domain: Domain, members: ir.Table, settings: Extrac
                                   pseudonyms.digest_pseudonym(kind, digest)),
                 source, HMAC_TEXT, text)
         elif rule.action == col.SHIFT:
-            add(name, shift(value, rel[OFFSET]), source,
+            add(name, shift(value, rel[OFFSET], settings.unshifted_after), source,
                 f"shifted by the person's date offset (±{settings.date_shift_days} days)", text)
         elif rule.action == col.RELATIVE:
+            day = value.cast("date")
             add(col.relative_column(name),
-                value.cast("date").delta(rel[INDEX], unit="day").cast("int64"), source,
-                "days from the index date (cohort_start_date)", text)
+                ibis.cases((day > settings.unshifted_after, ibis.null("int64")),
+                           else_=day.delta(rel[INDEX], unit="day").cast("int64")), source,
+                "days from the index date (cohort_start_date); blank for dates after "
+                f"{settings.unshifted_after.isoformat()} (open ends)", text)
         else:
             add(name, value, source, "", text)
     if zip3:
@@ -207,7 +211,8 @@ def _entry_columns(add, rel: ir.Table, settings: ExtractSettings) -> None:
         text = (f"shifted by the person's date offset (±{settings.date_shift_days} days)"
                 if shifted else "")
         for name, column in (("cohort_start_date", INDEX), ("cohort_end_date", END)):
-            value = shift(rel[column], rel[OFFSET]) if shifted else rel[column]
+            value = (shift(rel[column], rel[OFFSET], settings.unshifted_after) if shifted
+                     else rel[column])
             add(name, value, f"cohort.{name}", text,
                 "The entry's index date." if column == INDEX else "The entry's end date.")
     age = (rel[INDEX].year().cast("int64") - rel.year_of_birth.cast("int64"))
@@ -231,13 +236,21 @@ def age_group(age: ir.IntegerValue, width: int) -> ir.StringValue:
     return ibis.ifelse(age >= AGE_TOP_CODE, f"{AGE_TOP_CODE}+", label)
 
 
-def shift(value: ir.Value, days: ir.IntegerValue) -> ir.Value:
-    """A date or timestamp moved by ``days``; a date stays a date.
+def shift(value: ir.Value, days: ir.IntegerValue, unshifted_after: dt.date = UNSHIFTED_AFTER
+          ) -> ir.Value:
+    """A date or timestamp moved by ``days``; a date stays a date. Dates after
+    ``unshifted_after`` (sentinels such as ``9999-12-31``) are kept as they are: moving them
+    would give year 10000, which no Parquet reader accepts, and they say nothing of the
+    person.
 
     DuckDB's ``DATE + INTERVAL`` is a TIMESTAMP and Ibis drops a cast to the type it already
     believes the value has, so dates go through an explicit timestamp → date cast.
     """
-    moved = value + days.as_interval("D")
+    sentinel = value.cast("date") > unshifted_after
+    # The sentinel itself is never moved, even inside the expression (no overflow).
+    base = ibis.cases((sentinel, ibis.literal(unshifted_after).cast(value.type())),
+                      else_=value)
+    moved = base + days.as_interval("D")
     if value.type().is_date():
-        return moved.cast("timestamp").cast("date")
-    return moved
+        moved = moved.cast("timestamp").cast("date")
+    return ibis.cases((sentinel, value), else_=moved)

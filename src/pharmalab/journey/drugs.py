@@ -18,6 +18,7 @@ from collections.abc import Iterable
 import ibis
 import ibis.expr.types as ir
 
+from pharmalab.cdm.spec import OPEN_END_AFTER
 from pharmalab.engine import Database
 from pharmalab.errors import PharmalabInputError
 
@@ -59,7 +60,8 @@ def drug_exposures(
           the smallest id when several qualify). When the vocabulary holds no such
           ingredient for a drug (an incomplete ``concept_ancestor``), the given concept the
           drug matched (the smallest, when several).
-        - ``drug_exposure_start_date``, ``drug_exposure_end_date`` (date; end may be null)
+        - ``drug_exposure_start_date``, ``drug_exposure_end_date`` (date; end may be null;
+          an end after 2099-12-31 — OMOP's open end 9999-12-31 — is null here)
         - ``days_supply`` (int64, as recorded, may be null)
         - ``days_supply_used`` (int64, days ≥ 1): ``days_supply`` when it is positive;
           otherwise ``drug_exposure_end_date − drug_exposure_start_date + 1`` (at least 1);
@@ -142,6 +144,8 @@ def drug_exposures(
     e = e.join(drug_map, "drug_concept_id")
     supply = e.days_supply.cast("int64")
     start, end = e.drug_exposure_start_date.cast("date"), e.drug_exposure_end_date.cast("date")
+    # An open end (9999-12-31) is no end recorded: it would be ~3 million days of supply.
+    end = ibis.cases((end > OPEN_END_AFTER, ibis.null("date")), else_=end)
     span = end.delta(start, unit="day").cast("int64") + 1
     from_dates = ibis.cases((end.isnull(), 1), (span < 1, 1), else_=span)
     imputed = supply.isnull() | (supply <= 0)

@@ -1,7 +1,9 @@
 """Files and figures of adherence and persistence, shared by the CLI and the study step.
 
 Everything written here is aggregated and suppressed, except ``support_list.csv``, which
-holds keyed pseudonyms (never ``person_id``) of the patients who may need support.
+holds keyed pseudonyms (never ``person_id``) of the patients who may need support, and
+``episodes.csv`` (:func:`write_episodes`), the treatment episodes as AdhereR users get them,
+by keyed pseudonym with each person's dates shifted by the extraction's keyed offset.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 
 from pharmalab.atomic import write_csv
 from pharmalab.engine import Database
-from pharmalab.extract import read_key
+from pharmalab.extract import date_offset, pseudonym, read_key
 from pharmalab.journey.adherence import pdc
 from pharmalab.journey.persistence import persistence, persistence_figure, treatment_episodes
 from pharmalab.journey.support import support_list
@@ -19,6 +21,49 @@ from pharmalab.journey.support import support_list
 PDC_SUMMARY_FILE = "pdc_summary.csv"
 PERSISTENCE_FILE = "persistence.csv"
 SUPPORT_FILE = "support_list.csv"
+EPISODES_FILE = "episodes.csv"
+EPISODE_DATES = ("start", "end", "supply_end", "follow_up_end")
+
+
+def write_episodes(db: Database, folder: str | os.PathLike, concept_ids, *,
+                   permissible_gap: int = 60, follow_up: int | None = None, key=None,
+                   date_shift_days: int = 180) -> tuple[Path, int]:
+    """Write ``episodes.csv``: every treatment episode (:func:`treatment_episodes`, AdhereR
+    ``compute.treatment.episodes`` semantics), de-identified.
+
+    ``person_id`` is replaced by ``person_pseudonym`` (HMAC-SHA256 with the key, as
+    :func:`pharmalab.extract.pseudonym` — the same key gives the extraction's pseudonyms) and
+    every date is moved by the person's keyed offset in ±``date_shift_days`` days (as the
+    extraction shifts them; durations and gaps are unchanged). Columns: ``person_pseudonym``
+    (int64), ``episode_id``, ``medication`` (int64), ``start``, ``end`` (date, exclusive
+    end), ``duration_days``, ``end_gap_days`` (int64, days), ``discontinued`` (bool),
+    ``follow_up_end``, ``supply_end`` (date). Sorted by pseudonym and episode.
+
+    Returns
+    -------
+    (Path, int)
+        The file and its number of episodes.
+
+    Raises
+    ------
+    PharmalabInputError, PseudonymKeyError
+        As :func:`treatment_episodes` and :func:`pharmalab.extract.read_key`.
+    """
+    import pandas as pd
+
+    key = read_key(key) if key is not None else read_key()
+    episodes = treatment_episodes(db, concept_ids, permissible_gap=permissible_gap,
+                                  follow_up=follow_up).to_pandas()
+    offsets = {int(p): pd.Timedelta(days=date_offset(key, int(p), date_shift_days))
+               for p in episodes["person_id"].unique()}
+    shift = episodes["person_id"].map(offsets)
+    for column in EPISODE_DATES:
+        episodes[column] = (pd.to_datetime(episodes[column]) + shift).dt.date
+    episodes.insert(0, "person_pseudonym",
+                    [pseudonym(key, int(p)) for p in episodes["person_id"]])
+    episodes = episodes.drop(columns="person_id").sort_values(
+        ["person_pseudonym", "episode_id"], ignore_index=True)
+    return write_csv(Path(folder) / EPISODES_FILE, episodes), len(episodes)
 
 
 def run_journey(db: Database, folder: str | os.PathLike, concept_ids, period_start,

@@ -31,6 +31,7 @@ histories in R with AdhereR. PLoS ONE 12(4): e0174426 (``compute.treatment.episo
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -39,6 +40,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from pharmalab.cdm.spec import OPEN_END_AFTER
 from pharmalab.characterize.survival import (
     DEFAULT_TAR,
     KM_COLUMNS,
@@ -55,7 +57,7 @@ from pharmalab.privacy import suppress
 from pharmalab.privacy.suppression import DEFAULT_MIN_CELL_COUNT
 
 EPISODE_COLUMNS = ["person_id", "episode_id", "medication", "start", "end", "duration_days",
-                   "end_gap_days", "discontinued", "follow_up_end"]
+                   "end_gap_days", "discontinued", "follow_up_end", "supply_end"]
 
 # Persistence checkpoints: 6 and 12 months, in days.
 DEFAULT_CHECKPOINTS = {6: 182, 12: 365}
@@ -129,15 +131,19 @@ def treatment_episodes(
         - ``person_id`` (int64);
         - ``episode_id`` (int64): 1, 2, … in time order per person;
         - ``medication`` (int64): the ingredient concept id;
-        - ``start``, ``end`` (date): first fill day; first day without supply (exclusive end,
-          as AdhereR's ``episode.end``), cut at the next episode's start and at follow-up end;
+        - ``start``, ``end`` (date): first fill day; exclusive end, as AdhereR's
+          ``episode.end``: for a discontinued episode the first day without supply (cut at
+          the next episode's start); for an episode still running at the end of follow-up
+          (censored) the follow-up end, as AdhereR reports it;
         - ``duration_days`` (int64, days): ``end − start``;
-        - ``end_gap_days`` (int64, days): from ``end`` to the next episode's start, or to the
-          follow-up end for the last episode;
+        - ``end_gap_days`` (int64, days): from the supply end to the next episode's start,
+          or to the follow-up end for the last episode (AdhereR's ``end.episode.gap.days``);
         - ``discontinued`` (boolean): the episode is known to have ended, because another
           episode follows or the gap after the last one exceeds ``permissible_gap``; False
           means the episode is censored at the follow-up end;
-        - ``follow_up_end`` (date): the first day after follow-up.
+        - ``follow_up_end`` (date): the first day after follow-up;
+        - ``supply_end`` (date): the first day without supply, cut at the next episode's
+          start and at follow-up end (the ``end`` of a discontinued episode).
 
         Persons whose first fill lies outside every observation period are left out.
 
@@ -170,6 +176,13 @@ def treatment_episodes(
                      None if follow_up is None else int(follow_up))
 
 
+def _closed(end: ir.DateValue) -> ir.DateValue:
+    """An observation end after 2099-12-31 (OMOP's open end 9999-12-31) is still running:
+    follow-up ends today, not in the year 9999."""
+    today = ibis.literal(dt.date.today())
+    return ibis.cases((end > OPEN_END_AFTER, today), else_=end)
+
+
 def _episodes(fills: ir.Table, observation_period: ir.Table, permissible_gap: int,
               follow_up: int | None) -> ir.Table:
     rows = fills.select(
@@ -181,7 +194,7 @@ def _episodes(fills: ir.Table, observation_period: ir.Table, permissible_gap: in
     op = observation_period.select(
         op_person_id=observation_period.person_id.cast("int64"),
         op_start=_day(observation_period.observation_period_start_date.cast("date")),
-        op_end=_day(observation_period.observation_period_end_date.cast("date")) + 1)
+        op_end=_day(_closed(observation_period.observation_period_end_date.cast("date"))) + 1)
     held = firsts.join(op, (firsts.f_person_id == op.op_person_id)
                        & (firsts.f_start >= op.op_start) & (firsts.f_start < op.op_end))
     fu_end = held.op_end
@@ -220,16 +233,21 @@ def _episodes(fills: ir.Table, observation_period: ir.Table, permissible_gap: in
     end_day = ibis.least(episodes.supply_end, limit)
     boundary = episodes.next_start.fill_null(episodes.fu_end)
     gap = boundary - end_day
+    discontinued = episodes.next_start.notnull() | (gap > permissible_gap)
+    # AdhereR: an episode still running at the end of follow-up (its trailing gap within the
+    # permissible gap) lasts to the follow-up end; the supply end is kept beside it.
+    reported_end = ibis.cases((discontinued, end_day), else_=episodes.fu_end)
     return episodes.select(
         person_id=episodes.person_id,
         episode_id=episodes.episode_id,
         medication=episodes.medication,
         start=_date(episodes.start_day),
-        end=_date(end_day),
-        duration_days=(end_day - episodes.start_day).cast("int64"),
+        end=_date(reported_end),
+        duration_days=(reported_end - episodes.start_day).cast("int64"),
         end_gap_days=gap.cast("int64"),
-        discontinued=episodes.next_start.notnull() | (gap > permissible_gap),
+        discontinued=discontinued,
         follow_up_end=_date(episodes.fu_end),
+        supply_end=_date(end_day),
     )
 
 
