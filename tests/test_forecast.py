@@ -166,7 +166,9 @@ def test_short_series_fall_back_to_naive_and_say_so():
                       settings=ForecastSettings(models=("SeasonalNaive", "AutoETS"),
                                                 n_paths=0))
     choice = result.model_choice.set_index("unique_id")
-    assert choice.loc["SHORT", "fallback"] == "shorter than two seasons"
+    assert choice.loc["SHORT", "fallback"] == (
+        "shorter than two seasons: a seasonal model cannot be fitted; seasonal naive (one "
+        "season of history)")
     assert choice.loc["LONG", "fallback"] != choice.loc["LONG", "fallback"] or \
         choice.loc["LONG", "fallback"] == ""
     assert any("SHORT" in note for note in result.notes)
@@ -194,11 +196,16 @@ def test_series_ending_at_different_periods_are_refused():
         forecast(frame, freq="MS", season_length=12)
 
 
-def test_too_short_for_the_windows():
+def test_too_short_for_the_windows_is_forecast_without_a_backtest():
     frame = _h02().tail(40)
-    with pytest.raises(PharmalabInputError, match="too short for 4 rolling-origin windows"):
-        forecast(frame, freq="MS", season_length=12,
-                 settings=ForecastSettings(horizon=12, backtest_windows=3))
+    result = forecast(frame, freq="MS", season_length=12,
+                      settings=ForecastSettings(horizon=12, backtest_windows=3, n_paths=0))
+    assert any("too short for 4 rolling-origin windows" in n and "nothing is backtested" in n
+               for n in result.notes)
+    assert result.backtest.empty and len(result.forecast) == 12
+    assert result.model_choice["best_model"].iloc[0] == "AutoETS with season 12 (40 periods)"
+    # h02 is strongly seasonal: the forecast is not flat
+    assert result.forecast["mean"].max() / result.forecast["mean"].min() > 1.3
 
 
 def test_hierarchy_column_with_a_slash_is_refused():
@@ -306,3 +313,93 @@ def test_any_set_of_reconcilers_runs_and_says_where_it_fell_back(method):
     assert rec.loc["final", "method"] in {method, "unreconciled"}
     assert len(result.forecast) == 7 * 12 and (result.forecast["mean"] >= 0).all()
     assert result.forecast["mean"].notna().all()
+
+
+def _monthly(n: int, uid: str = "a", start: str = "2018-01-01", level: float = 100.0):
+    ds = pd.date_range(start, periods=n, freq="MS")
+    season = 10 * np.sin(2 * np.pi * np.arange(n) / 12)
+    return pd.DataFrame({"unique_id": uid, "ds": ds, "y": level + season + np.arange(n)})
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda f: f.drop(index=20), "missing between"),
+    (lambda f: pd.concat([f, f.iloc[[30]]]), "duplicate"),
+    (lambda f: f.assign(y=f.y.where(f.index != 5, -3.0)), "cannot be negative"),
+])
+@pytest.mark.parametrize("models", [("SeasonalNaive",), ("SeasonalNaive", "LightGBM")])
+def test_forecast_checks_its_frame_as_the_cli_does(change, message, models):
+    """Issue 15 item 2: the Python API trusted its input (gaps lagged the forecast by row
+    position, duplicates were used, negatives accepted, mlforecast's ValueError escaped)."""
+    from pharmalab.errors import SalesInputError
+
+    frame = change(_monthly(48))
+    with pytest.raises(SalesInputError, match=message):
+        forecast(frame, freq="MS", season_length=12,
+                 settings=ForecastSettings(models=models, horizon=6, n_paths=0))
+
+
+def test_a_gap_filled_on_request_is_forecast_on_the_calendar():
+    frame = _monthly(48).drop(index=20)
+    settings = ForecastSettings(models=("SeasonalNaive",), horizon=6, n_paths=0)
+    result = forecast(frame, freq="MS", season_length=12, settings=settings,
+                      fill_missing=True)
+    # seasonal naive: the same months a year before the forecast origin (2021-12)
+    expected = _monthly(48).set_index("ds")["y"].iloc[-12:-6].to_numpy()
+    np.testing.assert_allclose(result.forecast.sort_values("ds")["mean"], expected)
+    assert any("filled 1 missing month" in n for n in result.notes)
+
+
+def test_a_series_that_stops_early_is_zero_after_its_last_report_on_request():
+    """Issue 15 item 12: a discontinued drug's series ending three years before the others."""
+    frame = pd.concat([_monthly(72, "a"), _monthly(36, "b")]).assign(
+        group=lambda f: f.unique_id)
+    settings = ForecastSettings(models=("SeasonalNaive",), horizon=6, n_paths=0)
+    with pytest.raises(PharmalabInputError, match="--fill-missing"):
+        forecast(frame, freq="MS", season_length=12, settings=settings)
+    result = forecast(frame, freq="MS", season_length=12, settings=settings,
+                      fill_missing=True)
+    b = result.forecast[result.forecast.unique_id == "b"]
+    assert len(b) == 6 and (b["mean"] == 0).all()
+    assert any("1 series stop before the last month" in n and "36 months" in n
+               for n in result.notes)
+
+
+@pytest.mark.parametrize(("n", "freq", "season"), [(4, "MS", 12), (39, "W-SUN", 52)])
+def test_a_launch_shorter_than_a_season_is_not_a_flat_line(n, freq, season, tmp_path):
+    """Issue 15 item 1: monthly 1, 2, 3, 4 (season 12) was forecast as 4 for every month,
+    weekly 1…39 (season 52) as 39; a set whose longest series is short was refused."""
+    frame = pd.DataFrame({"unique_id": "launch",
+                          "ds": pd.date_range("2024-01-01", periods=n, freq=freq),
+                          "y": np.arange(1.0, n + 1)})
+    settings = ForecastSettings(models=("SeasonalNaive", "AutoETS"), horizon=12, n_paths=20)
+    result = forecast(frame, freq=freq, season_length=season, settings=settings)
+    fc = result.forecast.sort_values("ds")
+    mean = fc["mean"].to_numpy()
+    # Theta without season: the trend of the history carried on (≈ +1 per period)
+    assert mean[0] == pytest.approx(n + 1, abs=0.05)
+    np.testing.assert_allclose(np.diff(mean), 1.0, atol=0.02)
+    # intervals say how little is known: they widen with the horizon and are not empty
+    width = (fc["hi-80"] - fc["lo-80"]).to_numpy()
+    assert width[0] > 2 and (np.diff(width) > 0).all()
+    choice = result.model_choice.iloc[0]
+    assert f"Theta without season ({n} periods)" in choice["fallback"]
+    assert any("nothing is backtested" in note for note in result.notes)
+    assert result.paths["path"].nunique() == 20
+    from pharmalab.forecast.outputs import write_forecast
+
+    written = write_forecast(result, tmp_path / "fc", settings)
+    assert (tmp_path / "fc" / "forecast.parquet") in written
+
+
+def test_a_launch_inside_a_long_set_gets_a_trend_and_says_why():
+    long = _monthly(72, "old")
+    launch = pd.DataFrame({"unique_id": "new", "ds": pd.date_range("2023-09-01", periods=4,
+                                                                    freq="MS"),
+                           "y": [10.0, 20.0, 30.0, 40.0]})
+    settings = ForecastSettings(models=("SeasonalNaive", "AutoETS"), horizon=6, n_paths=0)
+    result = forecast(pd.concat([long, launch]), freq="MS", season_length=12,
+                      settings=settings, fill_missing=True)
+    new = result.forecast[result.forecast.unique_id == "new"].sort_values("ds")["mean"]
+    assert new.iloc[0] == pytest.approx(50, abs=1) and new.iloc[-1] > 90
+    why = result.model_choice.set_index("unique_id").loc["new", "fallback"]
+    assert "shorter than two seasons" in why and "Theta without season (4 periods)" in why

@@ -24,7 +24,7 @@ GLOBAL_MODELS = ("LightGBM",)
 OPTIONAL_MODELS = ("AutoARIMA",)
 DEFAULT_MODELS = SMOOTH_MODELS + INTERMITTENT_MODELS + GLOBAL_MODELS
 KNOWN_MODELS = DEFAULT_MODELS + OPTIONAL_MODELS
-FALLBACK = "Naive fallback"
+FALLBACK = "Short-history fallback"
 #: AutoARIMA joins the default models for data sets this small (it costs ~10 s per monthly
 #: series once its likelihood is maximized properly) with seasons up to LONG_SEASON.
 ARIMA_MAX_SERIES = 10
@@ -200,16 +200,69 @@ def global_forecast(series: pd.DataFrame, *, freq: str, season_length: int, hori
 
 def naive_fallback(history: pd.DataFrame, cutoff: pd.Timestamp, dates: Sequence[pd.Timestamp],
                    season_length: int) -> np.ndarray:
-    """Seasonal naive from ``history`` up to ``cutoff`` (naive when shorter than a season;
-    0 with no history): the fallback for series too short for the other models."""
+    """The values of :func:`short_history_forecast` (kept for callers of the old name)."""
+    return short_history_forecast(history, cutoff, dates, season_length)[0]
+
+
+#: Periods of history from which a trend is fitted (Theta without season) rather than
+#: extrapolated from the first and last value (drift).
+THETA_MIN_PERIODS = 4
+
+
+def short_history_forecast(history: pd.DataFrame, cutoff: pd.Timestamp,
+                           dates: Sequence[pd.Timestamp], season_length: int
+                           ) -> tuple[np.ndarray, str]:
+    """A forecast for a series too short for the seasonal models, chosen by what its
+    history up to ``cutoff`` allows (a new launch is never forecast as a silent flat line).
+
+    * one season or more (but under two): **seasonal naive**, the last season repeated — a
+      seasonal pattern seen once;
+    * ``THETA_MIN_PERIODS`` (4) or more periods, under one season: **Theta without season**
+      (statsforecast ``AutoTheta(season_length=1)``; Assimakopoulos & Nikolopoulos 2000,
+      Hyndman & Billah 2003: simple exponential smoothing with half the linear trend's
+      drift) — a seasonal method cannot be fitted on less than a season, a trend can;
+    * 2–3 periods: **random walk with drift** (the line through the first and last value;
+      Hyndman & Athanasopoulos, *FPP3* §5.2);
+    * 1 period: **naive**, the only value seen;
+    * no history (the series had not started at ``cutoff``): 0 — nothing was sold then.
+
+    Returns
+    -------
+    (numpy.ndarray, str)
+        Forecasts for ``dates`` (≥ 0, float64) and the method's name, for ``model_choice``.
+    """
     y = history.loc[history["ds"] <= cutoff, "y"].to_numpy(dtype="float64")
-    h = len(dates)
-    if len(y) == 0:
-        return np.zeros(h)
-    if len(y) >= season_length:
+    h, n = len(dates), len(y)
+    if n == 0:
+        return np.zeros(h), "no history yet (0)"
+    if season_length > 1 and n >= season_length:
         last = y[-season_length:]
-        return np.array([last[i % season_length] for i in range(h)])
-    return np.full(h, y[-1])
+        return (np.array([last[i % season_length] for i in range(h)]),
+                "seasonal naive (one season of history)")
+    if n >= THETA_MIN_PERIODS and np.ptp(y) > 0:
+        values = _theta_without_season(y, h)
+        if values is not None:
+            return np.maximum(values, 0), f"Theta without season ({n} periods)"
+    if n >= 2:
+        drift = (y[-1] - y[0]) / (n - 1)
+        return (np.maximum(y[-1] + drift * np.arange(1, h + 1), 0),
+                f"random walk with drift ({n} periods)")
+    return np.full(h, y[-1]), "naive (1 period)"
+
+
+def _theta_without_season(y: np.ndarray, h: int) -> np.ndarray | None:
+    import warnings
+
+    from statsforecast.models import AutoTheta
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fitted = AutoTheta(season_length=1).fit(y)
+            values = np.asarray(fitted.predict(h)["mean"], dtype="float64")
+    except Exception:  # noqa: BLE001 — a fit that fails falls back to drift, said by name
+        return None
+    return values if np.isfinite(values).all() else None
 
 
 def _empty_cv(series: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:

@@ -21,7 +21,13 @@ from pharmalab.errors import PharmalabInputError
 from pharmalab.forecast import intervals, models, reconcile
 from pharmalab.forecast.demand import classify_demand
 from pharmalab.forecast.hierarchy import Hierarchy, build_hierarchy
-from pharmalab.forecast.metrics import seasonal_scales, summarize_metrics, window_metrics
+from pharmalab.forecast.metrics import (
+    quantile_column,
+    seasonal_scales,
+    summarize_metrics,
+    window_metrics,
+)
+from pharmalab.sales import check_series
 
 DEFAULT_QUANTILES = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
@@ -156,7 +162,8 @@ class ForecastResult:
 
 def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
              hierarchy: Sequence[str] = (), grouped_levels: Sequence[Sequence[str]] = (),
-             settings: ForecastSettings | None = None, progress=None) -> ForecastResult:
+             settings: ForecastSettings | None = None, progress=None,
+             fill_missing: bool = False) -> ForecastResult:
     """Backtest and forecast sales series with the default pipeline.
 
     Parameters
@@ -175,6 +182,10 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
         :class:`ForecastSettings` (defaults: 12 periods, 3 windows, every default model).
     progress
         Optional callable ``progress(stage: str)`` called as stages start.
+    fill_missing
+        Periods missing inside a series, and after the last report of a series that stops
+        before the others, are sales of 0 (else an error), as
+        :func:`pharmalab.sales.check_series`.
 
     Returns
     -------
@@ -182,6 +193,10 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
 
     Raises
     ------
+    SalesInputError
+        The frame fails the checks every loader applies (:func:`pharmalab.sales.check_series`,
+        the same messages as the CLI): a missing column, unparseable dates, negative or
+        missing sales, a repeated ``(unique_id, ds)``, a date off the ``freq`` grid, a gap.
     PharmalabInputError
         Series ending at different periods, or too short for one window of the horizon.
 
@@ -199,6 +214,13 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     notes: list[str] = []
     clock = time.perf_counter()
 
+    # The checks every loader applies, in one place: a frame from Python gets the CLI's.
+    checked = check_series(frame, freq=freq, season_length=season_length,
+                           fill_missing=fill_missing, name="forecast(frame)",
+                           hierarchy=hierarchy)
+    frame = checked.frame
+    notes.extend(n for n in checked.notes if "fewer than two seasons" not in n)
+
     say("aggregating the hierarchy")
     hier = build_hierarchy(frame, hierarchy, grouped_levels)
     series = hier.series
@@ -209,10 +231,14 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
     cv_ids = lengths.index[lengths >= min_cv]
     final_ids = lengths.index[lengths >= 2 * season_length]
     if lengths.max() < h + (n_total - 1) * step + 1:
-        raise PharmalabInputError(
-            f"the longest series has {lengths.max()} periods: too short for "
-            f"{n_total} rolling-origin windows of {h} periods ({n_total - 1} for the backtest "
-            f"and one warm-up); reduce --horizon or --backtest-windows")
+        # A set of new launches: no window can be backtested. Forecast from what the history
+        # allows and say so, rather than refusing the set.
+        notes.append(
+            f"the longest series has {lengths.max()} periods: too short for {n_total} "
+            f"rolling-origin windows of {h} periods, so nothing is backtested; each series is "
+            "forecast by the short-history method its length allows (model_choice.csv) with "
+            "random-walk intervals from its period-to-period changes (wide: little is known)")
+        return _forecast_without_backtest(hier, settings, freq, season_length, notes, timings)
     last = series["ds"].max()
     offset = pd.tseries.frequencies.to_offset(freq)
     cutoffs = [last - offset * (h + (n_total - 1 - i) * step) for i in range(n_total)]
@@ -263,12 +289,14 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
                                      horizon=h, seed=settings.seed)
         base_final = (base_final.merge(gfc, on=["unique_id", "ds"], how="left")
                       if len(base_final) else gfc)
+    short_methods: dict[str, str] = {}
     base_final = _with_fallback_final(base_final, series, final_ids, last, h, offset,
-                                      season_length)
+                                      season_length, short_methods)
     timings["base models (final fit)"] = time.perf_counter() - clock
     run = _BaseRun(hier=hier, season_length=season_length, cutoffs=cutoffs, base_cv=base_cv,
                    base_final=base_final, cv_ids=cv_ids, final_ids=final_ids, lengths=lengths,
-                   model_cols=model_cols, notes=notes, timings=timings)
+                   model_cols=model_cols, notes=notes, timings=timings,
+                   short_methods=short_methods)
     return _assemble(run, settings, say)
 
 
@@ -287,6 +315,7 @@ class _BaseRun:
     model_cols: list[str]
     notes: list[str]
     timings: dict[str, float]
+    short_methods: dict[str, str] = field(default_factory=dict)
 
 
 def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
@@ -398,7 +427,7 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     timings["sample paths"] = time.perf_counter() - clock
 
     choice = _model_choice(used, settings.combination, model_mase, final_classes, level_of,
-                           cv_ids, final_ids, lengths, model_cols)
+                           cv_ids, final_ids, lengths, model_cols, run.short_methods)
     return ForecastResult(
         forecast=result_forecast, paths=paths, backtest=backtest,
         backtest_paths=backtest_paths, metrics=metrics,
@@ -406,6 +435,99 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
         hierarchy=hier, notes=notes, timings=timings)
 
 
+
+
+def _forecast_without_backtest(hier: Hierarchy, settings: ForecastSettings, freq: str,
+                               season_length: int, notes: list[str],
+                               timings: dict[str, float]) -> ForecastResult:
+    """Every series by :func:`models.short_history_forecast` (AutoETS with the season when
+    two seasons are there), reconciled bottom-up, with
+    random-walk-with-drift intervals ``σ̂ √(h (1 + h / T))`` (Hyndman & Athanasopoulos,
+    *FPP3* §5.5) where ``σ̂`` is the root mean square of the series' period-to-period
+    changes (its level when it has one period), and coherent paths of the same spread."""
+    from scipy import stats
+
+    clock = time.perf_counter()
+    series, h = hier.series, settings.horizon
+    last = series["ds"].max()
+    offset = pd.tseries.frequencies.to_offset(freq)
+    dates = [last + offset * (i + 1) for i in range(h)]
+    means, sigmas, methods = {}, {}, {}
+    steps = np.arange(1, h + 1)
+    lengths = series.groupby("unique_id").size()
+    seasonal_ids = lengths.index[lengths >= 2 * season_length] if season_length > 1 else []
+    seasonal = pd.DataFrame()
+    if len(seasonal_ids):  # two seasons seen: a seasonal AutoETS, unweighted (nothing to weigh)
+        seasonal = models.local_forecast(series[series["unique_id"].isin(seasonal_ids)],
+                                         ["AutoETS"], freq=freq, season_length=season_length,
+                                         horizon=h, n_jobs=settings.n_jobs)
+        seasonal = seasonal.set_index("unique_id")
+    for uid, hist in series.groupby("unique_id"):
+        if uid in seasonal.index:
+            values = np.maximum(seasonal.loc[[uid], "AutoETS"].to_numpy(dtype="float64"), 0)
+            method = f"AutoETS with season {season_length} ({len(hist)} periods)"
+        else:
+            values, method = models.short_history_forecast(hist, last, dates, season_length)
+        y = hist["y"].to_numpy(dtype="float64")
+        spread = float(np.sqrt(np.mean(np.diff(y) ** 2))) if len(y) > 1 else float(abs(y[-1]))
+        means[uid], methods[uid] = values, method
+        sigmas[uid] = spread * np.sqrt(steps * (1 + steps / max(len(y), 1)))
+    wide = pd.DataFrame(means, index=pd.DatetimeIndex(dates, name="ds")).T
+    wide.index.name = "unique_id"
+    if len(hier.tags) >= 2:
+        reconciled = reconcile.reconcile(wide, hier, ["BottomUp"])["BottomUp"]
+        method, reason = "BottomUp", "no backtest window: bottom-up"
+    else:
+        reconciled, method, reason = wide.clip(lower=0), "none", "a single level"
+    forecast_rows = _long(reconciled)
+    sigma = np.concatenate([sigmas[u] for u in forecast_rows["unique_id"].unique()])
+    probs = intervals.interval_probs(settings.quantiles, settings.levels)
+    columns = {quantile_column(p): np.maximum(forecast_rows["mean"].to_numpy()
+                                              + stats.norm.ppf(p) * sigma, 0) for p in probs}
+    for level in settings.levels:
+        lo, hi = (100 - level) / 200, 1 - (100 - level) / 200
+        columns[f"lo-{level}"] = columns[quantile_column(lo)]
+        columns[f"hi-{level}"] = columns[quantile_column(hi)]
+    result_forecast = pd.concat([forecast_rows, pd.DataFrame(columns)], axis=1)
+
+    paths = pd.DataFrame(columns=["unique_id", "ds", "path", "y"])
+    if settings.n_paths:
+        rng = np.random.default_rng(settings.seed)
+        bottom = hier.bottom_ids
+        base = reconciled.loc[bottom].to_numpy()
+        # random-walk errors: each path's shocks accumulate, as the interval widths do
+        shocks = rng.standard_normal((settings.n_paths, len(bottom), h)).cumsum(axis=2)
+        scale = np.array([sigmas[u][0] for u in bottom])[None, :, None]
+        draws = np.maximum(base[None] + scale * shocks, 0)
+        s_matrix = hier.S()
+        frames = []
+        for k in range(settings.n_paths):
+            full = s_matrix @ draws[k]
+            frames.append(pd.DataFrame({
+                "unique_id": np.repeat(hier.node_ids, h), "ds": np.tile(dates, len(hier.node_ids)),
+                "path": k, "y": full.reshape(-1)}))
+        paths = pd.concat(frames, ignore_index=True)
+
+    choice = pd.DataFrame(index=pd.Index(hier.node_ids, name="unique_id"))
+    choice["level"] = choice.index.map(hier.level_of)
+    choice["periods"] = lengths.reindex(choice.index).astype("int64")
+    choice["fallback"] = [
+        "too short for any backtest window: " + methods[u] for u in choice.index]
+    choice["combination"] = "one model"
+    choice["best_model"] = [methods[u] for u in choice.index]
+    choice[f"weight_{models.FALLBACK}"] = 1.0
+    timings["short-history forecast"] = time.perf_counter() - clock
+    empty_backtest = result_forecast.iloc[0:0].assign(cutoff=pd.Series(dtype="datetime64[ns]"),
+                                                      y=pd.Series(dtype="float64"))
+    return ForecastResult(
+        forecast=result_forecast, paths=paths, backtest=empty_backtest,
+        backtest_paths=pd.DataFrame(columns=["unique_id", "ds", "path", "y", "cutoff"]),
+        metrics=pd.DataFrame(columns=["unique_id", "level", "cutoff", "mase"]),
+        summary=pd.DataFrame(columns=["level", "series", "windows", "mase_mean"]),
+        model_choice=choice.reset_index(),
+        reconciliation=pd.DataFrame([{"cutoff": last, "window": "final", "method": method,
+                                      "reason": reason}]),
+        hierarchy=hier, notes=notes, timings=timings)
 
 
 def _runnable(method: str, reason: str, candidates: dict, default: str) -> tuple[str, str]:
@@ -426,7 +548,9 @@ def _check_ends(series: pd.DataFrame) -> None:
         early = ends[ends < ends.max()]
         raise PharmalabInputError(
             f"every series must end at the same period ({ends.max():%Y-%m-%d}); "
-            f"{len(early)} end earlier, e.g. {early.index[0]!r} at {early.iloc[0]:%Y-%m-%d}")
+            f"{len(early)} end earlier, e.g. {early.index[0]!r} at {early.iloc[0]:%Y-%m-%d}; "
+            "if they stopped selling, --fill-missing (fill_missing=True, fill_missing = true "
+            "in study.toml) fills the periods after their last report with 0")
 
 
 def _with_fallback_cv(base_cv, series, cv_ids, cutoffs, h, offset, season_length):
@@ -445,15 +569,20 @@ def _with_fallback_cv(base_cv, series, cv_ids, cutoffs, h, offset, season_length
     return pd.concat([f for f in (base_cv, *rows) if len(f)], ignore_index=True)
 
 
-def _with_fallback_final(base, series, final_ids, last, h, offset, season_length):
+def _with_fallback_final(base, series, final_ids, last, h, offset, season_length,
+                         methods: dict[str, str] | None = None):
+    """Add the short-history forecast of each series too short for the models; the method
+    each got is recorded in ``methods`` (for ``model_choice.csv``)."""
     short = sorted(set(series["unique_id"]) - set(final_ids))
     if not short:
         return base
     dates = [last + offset * (i + 1) for i in range(h)]
-    rows = [pd.DataFrame({"unique_id": uid, "ds": dates,
-                          models.FALLBACK: models.naive_fallback(hist, last, dates,
-                                                                 season_length)})
-            for uid, hist in series[series["unique_id"].isin(short)].groupby("unique_id")]
+    rows = []
+    for uid, hist in series[series["unique_id"].isin(short)].groupby("unique_id"):
+        values, method = models.short_history_forecast(hist, last, dates, season_length)
+        rows.append(pd.DataFrame({"unique_id": uid, "ds": dates, models.FALLBACK: values}))
+        if methods is not None:
+            methods[uid] = method
     return pd.concat([f for f in (base, *rows) if len(f)], ignore_index=True)
 
 
@@ -537,12 +666,23 @@ def _combine(rows: pd.DataFrame, weights: pd.DataFrame, allowed: pd.DataFrame,
     per_row = used.reindex(rows["unique_id"]).to_numpy()
     if how == "median":
         with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no model: 0 below
+            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no model: below
             mean = np.nanmedian(np.where(per_row > 0, values, np.nan), axis=1)
     else:
-        mean = np.nansum(np.nan_to_num(values) * per_row, axis=1)
+        weighted = np.where(per_row > 0, values, np.nan) * per_row
+        mean = np.where(np.isnan(weighted).all(axis=1), np.nan, np.nansum(weighted, axis=1))
+    # A row no model forecast is never a forecast of 0: the short-history fallback stands in,
+    # and if it did not run either that is a defect to see, not a number to trust.
+    missing = np.isnan(mean)
+    if missing.any() and models.FALLBACK in model_cols:
+        mean[missing] = values[missing, model_cols.index(models.FALLBACK)]
+        missing = np.isnan(mean)
+    if missing.any():
+        uid = rows["unique_id"].to_numpy()[np.flatnonzero(missing)[0]]
+        raise RuntimeError(f"series {uid!r}: no model produced a forecast for "
+                           f"{int(missing.sum())} period(s); please report this")
     combined = pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
-                             "ds": rows["ds"].to_numpy(), "mean": np.nan_to_num(mean)})
+                             "ds": rows["ds"].to_numpy(), "mean": mean})
     return combined, used
 
 
@@ -552,7 +692,7 @@ def _long(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, final_ids,
-                  lengths, model_cols) -> pd.DataFrame:
+                  lengths, model_cols, short_methods=None) -> pd.DataFrame:
     out = pd.DataFrame(index=used.index.rename("unique_id"))
     out["level"] = out.index.map(level_of)
     cls = classes.reindex(out.index)
@@ -562,7 +702,11 @@ def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, fina
     out["periods"] = lengths.reindex(out.index).astype("int64")
     out["fallback"] = ""
     out.loc[~out.index.isin(cv_ids), "fallback"] = "too short for every backtest window"
-    out.loc[~out.index.isin(final_ids), "fallback"] = "shorter than two seasons"
+    too_short = ~out.index.isin(final_ids)
+    out.loc[too_short, "fallback"] = [
+        "shorter than two seasons: a seasonal model cannot be fitted; "
+        + (short_methods or {}).get(uid, "short-history fallback")
+        for uid in out.index[too_short]]
     n_used = (used > 0).sum(axis=1)
     out["combination"] = [
         (f"median of {n}" if combination == "median" else f"inverse-MASE mean of {n}")

@@ -355,13 +355,16 @@ def _fill_gaps(
     frame: pd.DataFrame, freq: str, kind: str, name: str, fill_missing: bool
 ) -> tuple[pd.DataFrame, list[str]]:
     """Positions of each date on one global grid; missing positions inside a series are
-    filled with 0 (or raise)."""
+    filled with 0 (or raise). With ``fill_missing``, a series that stops reporting before
+    the last period of the data (a discontinued product) is filled with 0 up to it too."""
     grid = pd.date_range(frame["ds"].min(), frame["ds"].max(), freq=freq)
     position = grid.get_indexer(frame["ds"])
     by_series = pd.DataFrame({"unique_id": frame["unique_id"].to_numpy(), "pos": position})
     span = by_series.groupby("unique_id", sort=True)["pos"].agg(["min", "max", "size"])
     span["missing"] = span["max"] - span["min"] + 1 - span["size"]
-    gappy = span[span["missing"] > 0]
+    span["stop"] = len(grid) - 1 if fill_missing else span["max"]
+    span["after"] = span["stop"] - span["max"]
+    gappy = span[(span["missing"] > 0) | (span["after"] > 0)]
     if gappy.empty:
         return frame, []
     total = int(gappy["missing"].sum())
@@ -378,7 +381,7 @@ def _fill_gaps(
             f"{kind}s in all); fill them with 0 with --fill-missing (fill_missing=True, "
             "fill_missing = true in study.toml) if no sale is what they mean"
         )
-    starts, stops = gappy["min"].to_numpy(), gappy["max"].to_numpy() + 1
+    starts, stops = gappy["min"].to_numpy(), gappy["stop"].to_numpy() + 1
     lengths = stops - starts
     full = pd.DataFrame({
         "unique_id": np.repeat(gappy.index.to_numpy(), lengths),
@@ -391,9 +394,18 @@ def _fill_gaps(
     new = new.merge(constant, on="unique_id", how="left")
     new["y"] = 0.0
     out = pd.concat([frame, new[frame.columns]], ignore_index=True)
-    note = (f"filled {_count(total, f'missing {kind}')} with 0 in "
-            f"{_count(len(gappy), 'series', 'series')}")
-    return out, [note]
+    notes = []
+    inside = gappy[gappy["missing"] > 0]
+    if len(inside):
+        notes.append(f"filled {_count(total, f'missing {kind}')} with 0 in "
+                     f"{_count(len(inside), 'series', 'series')}")
+    ended = gappy[gappy["after"] > 0]
+    if len(ended):
+        notes.append(
+            f"{_count(len(ended), 'series', 'series')} stop before the last {kind} of the data "
+            f"({_day(grid[-1])}): {_count(int(ended['after'].sum()), kind)} after their last "
+            f"report filled with 0 (" + _listed(ended.index) + ")")
+    return out, notes
 
 
 def _grid_words(freq: str, kind: str) -> str:

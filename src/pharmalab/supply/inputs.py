@@ -189,6 +189,10 @@ def read_forecast_folder(folder: str | Path, *, series_level: str = "bottom",
 def _optional(path: Path, ids, categorical: bool = False) -> pd.DataFrame | None:
     if not path.is_file():
         return None
+    import pyarrow.parquet as pq
+
+    if pq.ParquetFile(path).metadata.num_rows == 0:  # e.g. no backtest (a new launch)
+        return None
     frame = _read(path, ids, categorical)
     return frame if len(frame) else None
 
