@@ -257,3 +257,36 @@ def test_spark_equals_duckdb(spark_gibleed_cohorts, celecoxib):
     for column in ("proportion", "mean", "sd"):
         pd.testing.assert_series_equal(on_spark[column], on_duckdb[column],
                                        check_exact=False, rtol=0, atol=1e-9)
+
+
+def test_demographics_are_named_without_the_concepts_and_smd_is_never_inf_or_minus_zero(
+        gibleed_cohorts, celecoxib):
+    """Issue 15 item 11: GiBleed's vocabulary lacks the race concepts ("Unknown concept
+    (8515)"), and SMDs showed as inf, -inf, -0."""
+    import pandas as pd
+
+    from pharmalab.characterize.baseline import _smd_note, _standardized_difference
+    from pharmalab.characterize.outputs import table_one_display
+
+    names = set(celecoxib.loc[celecoxib["analysis_id"] == 4, "covariate_name"])
+    assert names and not any("Unknown concept" in n for n in names)
+    assert names <= {"race = White", "race = Black or African American", "race = Asian",
+                     "race = No matching concept",
+                     "race = Native Hawaiian or Other Pacific Islander",
+                     "race = American Indian or Alaska Native"}
+    # 100% against 0%: no spread on either side → blank with a note; 30% against 0%: finite
+    # (FeatureExtraction's formula with the absent side at 0); equal tiny values: 0, not -0
+    table = pd.DataFrame({
+        "is_binary": [True, True, False],
+        "target_proportion": [1.0, 0.3, float("nan")],
+        "comparator_proportion": [0.0, 0.0, float("nan")],
+        "target_mean": [float("nan")] * 2 + [5.0], "comparator_mean": [float("nan")] * 2 + [5.0],
+        "target_sd": [float("nan")] * 2 + [1.0], "comparator_sd": [float("nan")] * 2 + [1.0]})
+    table["smd"] = _standardized_difference(table)
+    assert math.isnan(table["smd"][0])
+    assert table["smd"][1] == pytest.approx(0.3 / math.sqrt(0.21 / 2))
+    assert table["smd"][2] == 0 and math.copysign(1, table["smd"][2]) == 1
+    assert "SMD undefined" in _smd_note(table)[0] and _smd_note(table)[1] == ""
+    shown = table_one_display(table_one(gibleed_cohorts, 2, 1))
+    assert not (shown["smd"].abs() == float("inf")).any()
+    assert not [v for v in shown["smd"] if v == 0 and math.copysign(1, v) < 0]

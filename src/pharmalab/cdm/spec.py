@@ -18,6 +18,17 @@ from pharmalab.errors import CdmInputError
 
 CDM_VERSIONS = ("5.3", "5.4")
 
+# OMOP's standard Gender, Race (OMB categories) and Ethnicity concepts, with their vocabulary
+# names: what person.*_concept_id hold. Named here so that a CDM shipped without these rows
+# in ``concept`` (Eunomia's GiBleed) still shows "race = White", not an id.
+STANDARD_DEMOGRAPHIC_CONCEPTS = {
+    0: "No matching concept",
+    8507: "MALE", 8532: "FEMALE", 8551: "UNKNOWN", 8521: "OTHER", 8570: "AMBIGUOUS",
+    8515: "Asian", 8516: "Black or African American", 8527: "White",
+    8557: "Native Hawaiian or Other Pacific Islander", 8657: "American Indian or Alaska Native",
+    38003563: "Hispanic or Latino", 38003564: "Not Hispanic or Latino",
+}
+
 # Dates after this day are conventions, not events: OMOP's open end 9999-12-31 (an observation
 # period or exposure still running), far-future placeholders. Analyses treat them as "no end
 # recorded"; the extraction never shifts them.

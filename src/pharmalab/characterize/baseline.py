@@ -39,6 +39,7 @@ import ibis.expr.types as ir
 import numpy as np
 import pandas as pd
 
+from pharmalab.cdm.spec import STANDARD_DEMOGRAPHIC_CONCEPTS
 from pharmalab.engine import Database
 from pharmalab.errors import PharmalabInputError
 from pharmalab.privacy import suppress
@@ -271,13 +272,15 @@ def table_one(
         ``comparator_…``: ``count`` (Int64) and ``count_suppressed`` (bool), ``proportion``,
         ``mean``, ``sd`` (float64, as in :func:`baseline_characteristics`; a binary covariate
         one side lacks has count 0 and proportion 0 there); ``smd`` (float64); ``target_n``,
-        ``comparator_n`` (Int64, the cohorts' entries) and their ``_suppressed`` flags.
+        ``comparator_n`` (Int64, the cohorts' entries) and their ``_suppressed`` flags;
+        ``smd_note`` (str): why ``smd`` is blank where no suppression explains it.
 
         ``smd`` is the standardized mean difference, target minus comparator: binary
         ``(p1 − p2) / sqrt((p1(1 − p1) + p2(1 − p2)) / 2)``, continuous
         ``(m1 − m2) / sqrt((s1² + s2²) / 2)``. It is computed from the unsuppressed
-        aggregates, then blanked where either side's count is suppressed; it is NaN where both
-        sides have no spread (e.g. 0% and 0%) and ±inf for 0% against 100%.
+        aggregates, then blanked where either side's count is suppressed; it is blank (NaN)
+        where neither side has spread (0% against 100%: undefined, said in ``smd_note``),
+        never ±inf or −0.
 
     Raises
     ------
@@ -301,6 +304,7 @@ def table_one(
     for name, side in sides.items():
         table = table.join(_absent_as_zero(side, table).add_prefix(f"{name}_"))
     table["smd"] = _standardized_difference(table)
+    table["smd_note"] = _smd_note(table)
     table = table.sort_values(["analysis_id", "covariate_id"]).reset_index()
     return _suppress_table_one(table, min_cell_count)
 
@@ -449,12 +453,19 @@ def _demographic_name(analysis_id: int, key: int, concept_name: str | None) -> s
     if analysis_id == 6:
         return f"index year: {key}"
     label = {1: "gender", 4: "race", 5: "ethnicity"}[analysis_id]
+    if _missing(concept_name):
+        # A vocabulary without the demographic concepts (GiBleed): OMOP's standard names.
+        concept_name = STANDARD_DEMOGRAPHIC_CONCEPTS.get(int(key))
     return f"{label} = {_concept_label(key, concept_name)}"
+
+
+def _missing(name) -> bool:
+    return name is None or (isinstance(name, float) and math.isnan(name))
 
 
 def _concept_label(concept_id: int, concept_name: str | None) -> str:
     # FeatureExtraction writes "Unknown concept"; the id tells such rows apart.
-    if concept_name is None or (isinstance(concept_name, float) and math.isnan(concept_name)):
+    if _missing(concept_name):
         return f"Unknown concept ({concept_id})"
     return concept_name
 
@@ -741,15 +752,29 @@ def _standardized_difference(table: pd.DataFrame) -> pd.Series:
     m2 = p2.where(binary, table["comparator_mean"])
     var1 = (p1 * (1 - p1)).where(binary, table["target_sd"] ** 2)
     var2 = (p2 * (1 - p2)).where(binary, table["comparator_sd"] ** 2)
+    pooled = np.sqrt((var1 + var2) / 2)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return ((m1 - m2) / np.sqrt((var1 + var2) / 2)).astype("float64")
+        smd = ((m1 - m2) / pooled).astype("float64")
+    # No spread in either cohort (0% against 100%): undefined, blank with a note (smd_note),
+    # never ±inf; and never -0 (a sign with nothing behind it).
+    smd = smd.where(np.isfinite(smd))
+    return smd.mask(smd == 0, 0.0)
+
+
+def _smd_note(table: pd.DataFrame) -> pd.Series:
+    """Why ``smd`` is blank where it is, for the reader of Table 1."""
+    note = pd.Series("", index=table.index)
+    undefined = table["smd"].isna() & table["target_proportion"].notna() \
+        & table["comparator_proportion"].notna()
+    note[undefined] = "no spread in either cohort (e.g. 0% against 100%): SMD undefined"
+    return note
 
 
 def _suppress_table_one(table: pd.DataFrame, min_cell_count: int) -> pd.DataFrame:
     columns = ["covariate_id", "covariate_name", "analysis_id", "analysis_name", "window"]
     for side in ("target", "comparator"):
         columns += [f"{side}_count", f"{side}_proportion", f"{side}_mean", f"{side}_sd"]
-    columns += ["smd", "target_n", "comparator_n"]
+    columns += ["smd", "target_n", "comparator_n", "smd_note"]
     out = suppress(table[columns],
                    ["target_count", "comparator_count", "target_n", "comparator_n"],
                    min_cell_count)
@@ -759,6 +784,7 @@ def _suppress_table_one(table: pd.DataFrame, min_cell_count: int) -> pd.DataFram
         out.loc[hidden, [f"{side}_proportion", f"{side}_mean", f"{side}_sd"]] = np.nan
         hidden_any |= hidden
     out.loc[hidden_any, "smd"] = np.nan
+    out.loc[hidden_any, "smd_note"] = ""
     return out
 
 

@@ -114,7 +114,7 @@ def table_one_display(frame: pd.DataFrame) -> pd.DataFrame:
             _cell(row[f"{prefix}count"], row[f"{prefix}proportion"], row[f"{prefix}mean"],
                   row[f"{prefix}sd"]) for _, row in frame.iterrows()]
     if "smd" in frame.columns:
-        out["smd"] = frame.smd.astype("float64").round(3)
+        out["smd"] = frame.smd.astype("float64").round(3) + 0.0  # + 0.0: no "-0"
     return out.reset_index(drop=True)
 
 
