@@ -327,3 +327,15 @@ def test_episodes_csv_is_pseudonymized_with_dates_shifted_per_person(tmp_path):
     assert one.supply_end == str(day("2020-01-31") + shift)
     assert (one.duration_days, one.end_gap_days, bool(one.discontinued)) == (100, 70, False)
     assert sorted(frame[frame.person_pseudonym == pseudonym(key, 7)].episode_id) == [1, 2]
+
+
+def test_append_gap_adds_the_permissible_gap_to_a_discontinued_episode():
+    """Issue 15 item 9: AdhereR's maximum.permissible.gap.append.to.episode as an option."""
+    db = fills_db([(1, A, "2020-01-01", 30), (1, A, "2020-06-01", 30)])
+    assert episodes_of(db, permissible_gap=60) == [
+        (1, 1, A, "2020-01-01", "2020-01-31", 30, 122, True),
+        (1, 2, A, "2020-06-01", "2020-07-01", 30, 184, True)]
+    # appended: Jan 31 + 60 days = Mar 31; the last episode (gap 184 > 60) gets it too
+    assert episodes_of(db, permissible_gap=60, append_gap=True) == [
+        (1, 1, A, "2020-01-01", "2020-03-31", 90, 122, True),
+        (1, 2, A, "2020-06-01", "2020-08-30", 90, 184, True)]

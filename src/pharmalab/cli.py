@@ -781,6 +781,9 @@ def journey_persistence(
     follow_up: Annotated[int | None, typer.Option(
         "--follow-up", min=1, help="Days of follow-up from the first fill (default: to "
                                    "observation end).")] = None,
+    append_gap: Annotated[bool, typer.Option(
+        "--append-gap", help="Add the permissible gap to the end of a discontinued episode "
+                             "(AdhereR's maximum.permissible.gap.append.to.episode).")] = False,
     episodes: Annotated[bool, typer.Option(
         "--episodes/--no-episodes",
         help="Write episodes.csv: every treatment episode as AdhereR gives them, by keyed "
@@ -807,13 +810,14 @@ def journey_persistence(
     key = read_key(key_file=key_file) if episodes else None  # a bad key stops us first
     db = _char_db(cdm, cdm_schema, vocab_schema, None)
     result = journey.persistence(db, concept_id, permissible_gap=permissible_gap,
-                                 follow_up=follow_up, min_cell_count=min_cell_count)
+                                 follow_up=follow_up, append_gap=append_gap,
+                                 min_cell_count=min_cell_count)
     written = [write_csv(out / "persistence.csv", result.table),
                write_csv(out / "persistence_km.csv", result.km)]
     if episodes:
         path, n = write_episodes(db, out, concept_id, permissible_gap=permissible_gap,
                                  follow_up=follow_up, key=key,
-                                 date_shift_days=date_shift_days)
+                                 date_shift_days=date_shift_days, append_gap=append_gap)
         written.append(path)
         if not key.stored:
             console.print(f"note: {n:,} episodes by pseudonym; the key was random and not "

@@ -27,7 +27,7 @@ EPISODE_DATES = ("start", "end", "supply_end", "follow_up_end")
 
 def write_episodes(db: Database, folder: str | os.PathLike, concept_ids, *,
                    permissible_gap: int = 60, follow_up: int | None = None, key=None,
-                   date_shift_days: int = 180) -> tuple[Path, int]:
+                   date_shift_days: int = 180, append_gap: bool = False) -> tuple[Path, int]:
     """Write ``episodes.csv``: every treatment episode (:func:`treatment_episodes`, AdhereR
     ``compute.treatment.episodes`` semantics), de-identified.
 
@@ -53,7 +53,7 @@ def write_episodes(db: Database, folder: str | os.PathLike, concept_ids, *,
 
     key = read_key(key) if key is not None else read_key()
     episodes = treatment_episodes(db, concept_ids, permissible_gap=permissible_gap,
-                                  follow_up=follow_up).to_pandas()
+                                  follow_up=follow_up, append_gap=append_gap).to_pandas()
     offsets = {int(p): pd.Timedelta(days=date_offset(key, int(p), date_shift_days))
                for p in episodes["person_id"].unique()}
     shift = episodes["person_id"].map(offsets)

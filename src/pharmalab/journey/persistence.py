@@ -101,6 +101,7 @@ def treatment_episodes(
     permissible_gap: int = 60,
     follow_up: int | None = None,
     include_descendants: bool = True,
+    append_gap: bool = False,
 ) -> ir.Table:
     """Treatment episodes per person (AdhereR ``compute.treatment.episodes``), in the engine.
 
@@ -122,6 +123,11 @@ def treatment_episodes(
         observation period holding the first fill. Either way follow-up stops at that end.
     include_descendants
         Whether drugs below the ingredients in ``concept_ancestor`` count (default True).
+    append_gap
+        AdhereR's ``maximum.permissible.gap.append.to.episode``: a discontinued episode's
+        ``end`` is its supply end plus ``permissible_gap`` days (the time a patient could
+        still have been taking it), cut at follow-up end; ``end_gap_days`` still counts from
+        the supply end. False (default, as AdhereR) ends it at the supply end.
 
     Returns
     -------
@@ -173,7 +179,7 @@ def treatment_episodes(
             f"follow_up must be None or a whole number of days ≥ 1, got {follow_up!r}")
     fills = drug_exposures(db, ids, include_descendants=include_descendants)
     return _episodes(fills, db.table("observation_period"), int(permissible_gap),
-                     None if follow_up is None else int(follow_up))
+                     None if follow_up is None else int(follow_up), bool(append_gap))
 
 
 def _closed(end: ir.DateValue) -> ir.DateValue:
@@ -184,7 +190,7 @@ def _closed(end: ir.DateValue) -> ir.DateValue:
 
 
 def _episodes(fills: ir.Table, observation_period: ir.Table, permissible_gap: int,
-              follow_up: int | None) -> ir.Table:
+              follow_up: int | None, append_gap: bool = False) -> ir.Table:
     rows = fills.select(
         person_id=fills.person_id, medication=fills.ingredient_concept_id,
         s=_day(fills.drug_exposure_start_date), d=fills.days_supply_used)
@@ -236,7 +242,9 @@ def _episodes(fills: ir.Table, observation_period: ir.Table, permissible_gap: in
     discontinued = episodes.next_start.notnull() | (gap > permissible_gap)
     # AdhereR: an episode still running at the end of follow-up (its trailing gap within the
     # permissible gap) lasts to the follow-up end; the supply end is kept beside it.
-    reported_end = ibis.cases((discontinued, end_day), else_=episodes.fu_end)
+    stop = (ibis.least(end_day + permissible_gap, episodes.fu_end) if append_gap
+            else end_day)
+    reported_end = ibis.cases((discontinued, stop), else_=episodes.fu_end)
     return episodes.select(
         person_id=episodes.person_id,
         episode_id=episodes.episode_id,
@@ -295,6 +303,7 @@ def persistence(
     permissible_gap: int = 60,
     follow_up: int | None = None,
     include_descendants: bool = True,
+    append_gap: bool = False,
     checkpoints: dict[int, int] | None = None,
     min_cell_count: int = DEFAULT_MIN_CELL_COUNT,
 ) -> PersistenceResult:
@@ -302,7 +311,7 @@ def persistence(
 
     Parameters
     ----------
-    db, concept_ids, permissible_gap, follow_up, include_descendants
+    db, concept_ids, permissible_gap, follow_up, include_descendants, append_gap
         As :func:`treatment_episodes`.
     checkpoints
         Months → days (default ``{6: 182, 12: 365}``).
@@ -332,6 +341,7 @@ def persistence(
     """
     checkpoints = dict(DEFAULT_CHECKPOINTS if checkpoints is None else checkpoints)
     episodes = treatment_episodes(db, concept_ids, permissible_gap=permissible_gap,
+                                  append_gap=append_gap,
                                   follow_up=follow_up, include_descendants=include_descendants)
     first = episodes.filter(episodes.episode_id == 1)
     follow = _day(first.follow_up_end) - _day(first.start)
