@@ -403,3 +403,21 @@ def test_a_launch_inside_a_long_set_gets_a_trend_and_says_why():
     assert new.iloc[0] == pytest.approx(50, abs=1) and new.iloc[-1] > 90
     why = result.model_choice.set_index("unique_id").loc["new", "fallback"]
     assert "shorter than two seasons" in why and "Theta without season (4 periods)" in why
+
+
+def test_sample_paths_cut_at_zero_keep_the_forecast_mean():
+    """Issue 15 item 3: paths clipped at zero raised the mean of intermittent series."""
+    from pharmalab.forecast.intervals import sample_paths
+
+    ds = pd.date_range("2024-01-01", periods=10, freq="D")
+    bottom = pd.DataFrame([np.full(10, 1.0)], index=pd.Index(["sku"], name="unique_id"),
+                          columns=ds)
+    # scaled errors of an intermittent series: −1 nine days in ten, +9 on the tenth
+    e = np.tile(np.r_[np.full(9, -1.0), 9.0], 20)
+    errors = pd.DataFrame({"unique_id": "sku", "cutoff": np.repeat(np.arange(20), 10),
+                           "h": np.tile(np.arange(1, 11), 20), "e": e})
+    paths = sample_paths(bottom, pd.Series({"sku": 1.0}), errors, np.ones((1, 1)), ["sku"],
+                         ["sku"], n_paths=2000, seed=1)
+    assert (paths["y"] >= 0).all()
+    per_day = paths.groupby("ds")["y"].mean().to_numpy()
+    np.testing.assert_allclose(per_day, 1.0, rtol=1e-9)

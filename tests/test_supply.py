@@ -22,9 +22,7 @@ from conftest import DATA, need
 from pharmalab.errors import SupplyInputError
 from pharmalab.supply import (
     EmpiricalDemand,
-    NegativeBinomialDemand,
     NormalDemand,
-    PoissonDemand,
     PolicySettings,
     achieved,
     backtest_policies,
@@ -230,17 +228,16 @@ def test_quantile_moments_are_exact_for_normal_quantiles_and_cut_at_zero():
     assert quantile_moments(levels[[2, 10]], np.zeros((1, 2)))[0][0] == 0.0
 
 
-def test_low_volume_series_get_count_distributions():
+def test_low_volume_series_keep_their_paths_and_count_distributions_without():
     ds = pd.date_range("2020-01-01", periods=3, freq="MS")
     fc = _forecast_rows("x", ds, 2.0, 0.1)
     over = _path_rows("x", ds, 2.0, 3.0, 400, np.random.default_rng(0))
     got = protection_demand(fc, over, lead_time=1, review_period=1).iloc[0]
-    assert got["demand_model"] == "negative binomial (paths' moments)"
-    assert isinstance(got["demand"], NegativeBinomialDemand)
-    flat = over.assign(y=2.0)  # no spread: variance 0 ≤ mean → Poisson
+    # issue 15 item 3: the paths' own distribution, not a negative binomial of two moments
+    assert got["demand_model"] == "paths" and isinstance(got["demand"], EmpiricalDemand)
+    flat = over.assign(y=2.0)
     got = protection_demand(fc, flat, lead_time=1, review_period=1).iloc[0]
-    assert got["demand_model"] == "poisson (paths' moments)"
-    assert got["demand"] == PoissonDemand(4.0)
+    assert got["demand_model"] == "paths" and got["demand"].ppf(0.95) == 4.0
     got = protection_demand(fc, None, lead_time=1, review_period=1).iloc[0]
     assert got["demand_model"] == "poisson (independent periods)"
     zero = protection_demand(fc.assign(**{c: 0.0 for c in fc.columns if c[0] in "mq"}),
@@ -248,15 +245,33 @@ def test_low_volume_series_get_count_distributions():
     assert zero["demand_model"] == "zero forecast" and zero["demand"] is None
 
 
+def test_intermittent_paths_give_the_reorder_point_of_the_pattern():
+    """Issue 15 item 3: 10 units once every 10 days, lead time 10 days, 95%: over any 10
+    days exactly 10 are sold, so the right level is 10 with no safety stock (a negative
+    binomial fitted to the paths' moments gave 24)."""
+    ds = pd.date_range("2024-01-01", periods=20, freq="D")
+    fc = _forecast_rows("sku", ds, 1.0, 3.0)
+    rows = []
+    for path in range(200):  # each path: the sale falls on one day in ten, phase random
+        phase = path % 10
+        y = np.where((np.arange(20) - phase) % 10 == 0, 10.0, 0.0)
+        rows.append(pd.DataFrame({"unique_id": "sku", "ds": ds, "path": path, "y": y}))
+    paths = pd.concat(rows, ignore_index=True)
+    got = protection_demand(fc, paths, lead_time=9, review_period=1).iloc[0]
+    assert got["demand_model"] == "paths"
+    assert got["mean"] == pytest.approx(10.0) and got["std"] == pytest.approx(0.0)
+    assert got["demand"].ppf(0.95) == 10.0
+
+
 def test_count_distributions_only_for_series_counted_in_whole_units(tmp_path):
-    # Scripts (whole numbers in the backtest actuals): 3 periods of mean 1 → Poisson(3).
-    make_folder(tmp_path / "scripts", mean=1.0, sd=0.2)
+    # Without paths, scripts (whole numbers in the backtest actuals): mean 1 a period → Poisson.
+    make_folder(tmp_path / "scripts", mean=1.0, sd=0.2, paths=False)
     got = protection_demand(tmp_path / "scripts", lead_time=2)
-    assert set(got["demand_model"]) == {"poisson (paths' moments)"}
+    assert set(got["demand_model"]) == {"poisson (independent periods)"}
     # AUD millions (fractional actuals): a count distribution would be meaningless.
-    make_folder(tmp_path / "aud", mean=1.0, sd=0.2, whole=False)
+    make_folder(tmp_path / "aud", mean=1.0, sd=0.2, whole=False, paths=False)
     got = protection_demand(tmp_path / "aud", lead_time=2)
-    assert set(got["demand_model"]) == {"paths"}
+    assert set(got["demand_model"]) == {"normal (independent periods)"}
 
 
 # --- policies and the plan --------------------------------------------------------------------

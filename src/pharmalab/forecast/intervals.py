@@ -165,7 +165,8 @@ def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
     pandas.DataFrame
         ``unique_id`` (str), ``ds`` (datetime64), ``path`` (int32, 0…n_paths−1), ``y``
         (float64 ≥ 0). Each path's aggregate rows equal the sum of its bottom rows; the mean
-        over paths of a bottom series equals its reconciled mean before the clip at zero.
+        over paths of a bottom series equals its reconciled mean (paths cut at zero are
+        rescaled per period so that the cut adds no bias).
     """
     rng = np.random.default_rng(seed)
     horizon = bottom.shape[1]
@@ -192,6 +193,14 @@ def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
     scale = scales.reindex(list(bottom_ids)).fillna(0).to_numpy()[None, :, None]
     mean = bottom.loc[list(bottom_ids)].to_numpy()[None, :, :]
     values = np.maximum(mean + scale * draws, 0)                      # (P × B × H)
+    # The clip at 0 raises the mean of low and intermittent series (paths of 1 ± 9 are 0 or
+    # 10: mean 5.5, not 1). Rescale each period's paths so their mean is the forecast again:
+    # non-negative and unbiased, the shape of the distribution kept.
+    clipped_mean = values.mean(axis=0, keepdims=True)
+    target = np.maximum(mean, 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        factor = np.where(clipped_mean > 0, target / clipped_mean, 1.0)
+    values = values * factor
     nodes = np.einsum("nb,pbh->pnh", summing, values)                 # coherent by construction
     dates = list(bottom.columns)
     index = pd.MultiIndex.from_product([range(n_paths), list(node_ids), dates],

@@ -16,14 +16,15 @@ Its distribution comes, per series, from
   periods are usually positively correlated, so this understates the spread of
   multi-period demand; prefer paths.
 
-Low-volume count series — demand in whole units (scripts, packs; ``counts``) and a
-protection-period mean below ``discrete_below`` units — get integer-valued demand fitted to the
-same mean and variance (:func:`pharmalab.supply.from_moments`: Poisson
-when the variance is at most the mean, else negative binomial), stated as ``"poisson (paths'
-moments)"``, ``"negative binomial (independent periods)"`` etc. — unless the variance is over
-1,000 times the mean (a negative binomial that dispersed has no usable exact sums; the paths
-or the normal are kept). A series whose mean over the period is 0 gets ``"zero forecast"``
-and no distribution (stock level 0).
+Sample paths are used as they are, at any volume (their empirical distribution keeps the
+shape of intermittent demand). Without paths, low-volume count series — demand in whole units
+(scripts, packs; ``counts``) and a protection-period mean below ``discrete_below`` units — get
+integer-valued demand fitted to the same mean and variance
+(:func:`pharmalab.supply.from_moments`: Poisson when the variance is at most the mean, else
+negative binomial), stated as ``"poisson (independent periods)"`` or ``"negative binomial
+(independent periods)"`` — unless the variance is over 1,000 times the mean (a negative
+binomial that dispersed has no usable exact sums; the normal is kept). A series whose mean
+over the period is 0 gets ``"zero forecast"`` and no distribution (stock level 0).
 
 References
 ----------
@@ -83,8 +84,8 @@ class ProtectionDemand:
     demand : Demand or None
         Its distribution (units of the series); None for a zero forecast.
     model : str
-        ``"paths"``, ``"normal (independent periods)"``, ``"poisson (paths' moments)"``,
-        ``"negative binomial (independent periods)"``, ``"zero forecast"``, …
+        ``"paths"``, ``"normal (independent periods)"``, ``"poisson (independent
+        periods)"``, ``"negative binomial (independent periods)"``, ``"zero forecast"``, …
     mean, std : float
         Mean and standard deviation of the demand (units).
     """
@@ -198,15 +199,18 @@ class SeriesForecast:
         if mean <= _ZERO:
             return ProtectionDemand(self.unique_id, first, periods, None, "zero forecast",
                                     0.0, 0.0)
+        if sums is not None:
+            # The paths' own distribution, whatever the volume: a negative binomial fitted to
+            # their two moments discarded their shape (10 units every 10 days is 10, not a
+            # spread around 10).
+            dist = EmpiricalDemand(sums)
+            return ProtectionDemand(self.unique_id, first, periods, dist, "paths",
+                                    dist.mean, dist.std)
         if self.counts and mean < discrete_below and var <= _MAX_DISPERSION * mean:
             dist = from_moments(mean, var, discrete_below)
             name = "poisson" if isinstance(dist, PoissonDemand) else "negative binomial"
             return ProtectionDemand(self.unique_id, first, periods, dist,
                                     f"{name} ({source})", dist.mean, dist.std)
-        if sums is not None:
-            dist = EmpiricalDemand(sums)
-            return ProtectionDemand(self.unique_id, first, periods, dist, "paths",
-                                    dist.mean, dist.std)
         if var <= 0.0:
             dist = EmpiricalDemand(np.array([mean]))
             return ProtectionDemand(self.unique_id, first, periods, dist,
