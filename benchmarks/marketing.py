@@ -258,7 +258,9 @@ def _render() -> str:
              f"{_version('pymc-marketing')}, nutpie {_version('nutpie')}, PyMC "
              f"{_version('pymc')}; {platform.machine()}, {os.cpu_count()} cores. Brands "
              "are 10 regions × 156 weeks × 5 channels from `pharmalab.marketing.simulate`; "
-             "intervals are 90%."]
+             "intervals are 90%. Seconds of the recovery and censoring fits are upper bounds "
+             "when the machine was shared (the 2026-12-03 run shared it with the test suite); "
+             "the samplers' comparison ran alone."]
     if "recovery" in parts:
         r = parts["recovery"]
         rows = [x for x in r["rows"] if x.get("pooling", "partial") == "partial"]
@@ -332,7 +334,9 @@ def _render() -> str:
                   "max R-hat (ROI) | min ROI bulk ESS | ROI ESS / wall s | median ROI "
                   "error |", "|---|---|---:|---:|---|---:|---:|---:|---:|"]
         for x in s["rows"]:
-            lines.append(f"| {x['sampler']} | {x.get('chains', '—')} × {x.get('draws', '—')} | "
+            label = (f"pharmalab, {x['sampler']}" if x["sampler"] in ("nutpie", "pymc")
+                     else x["sampler"])
+            lines.append(f"| {label} | {x.get('chains', '—')} × {x.get('draws', '—')} | "
                          f"{x['seconds']} | {x['sample_seconds'] or '—'} | {x['converged']} | "
                          f"{x['max_rhat']} | {x['roi_ess_bulk_min']:.0f} | "
                          f"{x['ess_per_second']:.2f} | "
