@@ -43,6 +43,9 @@ VocabSchema = Annotated[str | None, typer.Option("--vocab-schema")]
 ResultsSchema = Annotated[str | None, typer.Option("--results-schema")]
 MinCellCount = Annotated[int, typer.Option(
     min=1, help="Counts from 1 to this − 1 are suppressed (OHDSI minCellCount).")]
+KeyFile = Annotated[Path | None, typer.Option(
+    "--key-file", help="Pseudonym key file (else PHARMALAB_PSEUDONYM_KEY[_FILE]; else a random "
+                       "key, not stored).")]
 
 console = Console(stderr=True)
 # Piped output (a log, a CI job) is not wrapped at 80 columns, so numbers stay on one line.
@@ -344,9 +347,7 @@ def extract(
     no_deidentify: Annotated[bool, typer.Option(
         "--no-deidentify", help="Write identifiable data (recorded in the manifest, with a "
                                 "warning).")] = False,
-    key_file: Annotated[Path | None, typer.Option(
-        "--key-file", help="Pseudonym key file (else PHARMALAB_PSEUDONYM_KEY[_FILE]; else a "
-                           "random key, not stored).")] = None,
+    key_file: KeyFile = None,
     date_shift_days: Annotated[int, typer.Option(
         "--date-shift-days", min=0, max=3650,
         help="Per-person date shift of up to ± this many days (0: no shift).")] = 180,
@@ -748,7 +749,7 @@ def journey_pdc(
         "--support-list/--no-support-list",
         help="Write support_list.csv (keyed pseudonyms of patients with low PDC or a "
              "discontinued episode).")] = True,
-    key_file: Annotated[Path | None, typer.Option("--key-file")] = None,
+    key_file: KeyFile = None,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("."),
     cdm_schema: CdmSchema = None,
     vocab_schema: VocabSchema = None,
@@ -788,9 +789,7 @@ def journey_persistence(
         "--episodes/--no-episodes",
         help="Write episodes.csv: every treatment episode as AdhereR gives them, by keyed "
              "pseudonym, dates shifted per person.")] = True,
-    key_file: Annotated[Path | None, typer.Option(
-        "--key-file", help="Pseudonym key file (else PHARMALAB_PSEUDONYM_KEY[_FILE], else "
-                           "a random key that is not stored).")] = None,
+    key_file: KeyFile = None,
     date_shift_days: Annotated[int, typer.Option(
         "--date-shift-days", min=0, max=3650,
         help="episodes.csv: each person's dates move by a keyed offset within ± this.")] = 180,

@@ -18,6 +18,7 @@ from typing import Literal
 import ibis
 import ibis.expr.types as ir
 
+from pharmalab.cdm.eras import collapse_periods
 from pharmalab.errors import PharmalabInputError
 
 Anchor = Literal["start", "end"]
@@ -233,17 +234,4 @@ def merge_overlapping(periods: ir.Table, keys: Sequence[str]) -> ir.Table:
     ibis Table
         ``keys`` + ``start_date`` (first start) + ``end_date`` (last end) per era.
     """
-    keys = list(keys)
-    ordered = ibis.window(group_by=keys, order_by=["start_date", "end_date"],
-                          preceding=None, following=0)
-    running = periods.select(*keys, "start_date", "end_date",
-                             _reach=periods.end_date.max().over(ordered))
-    by_order = ibis.window(group_by=keys, order_by=["start_date", "end_date"])
-    flagged = running.mutate(_new=ibis.cases(
-        (running._reach.lag().over(by_order) >= running.start_date, 0), else_=1))
-    numbered = flagged.mutate(_era=flagged._new.sum().over(
-        ibis.window(group_by=keys, order_by=["start_date", "end_date"],
-                    preceding=None, following=0)))
-    return numbered.group_by([*keys, "_era"]).aggregate(
-        start_date=numbered.start_date.min(), end_date=numbered.end_date.max(),
-    ).drop("_era")
+    return collapse_periods(periods, keys, 0).drop("n")
