@@ -121,6 +121,25 @@ def test_stateless_likelihood_nests_and_restores():
     assert sfa.arima_like is original
 
 
+def test_order_search_stops_bfgs_at_a_gradient_that_ranks_as_full_precision(h02):
+    """The library's BFGS ``tol=1e-8`` (R's relative-function tolerance, passed to scipy as a
+    gradient tolerance) is never reached; the search stops at SEARCH_GTOL. On h02 (raw, to
+    2006-06) it chooses ARIMA(2,1,0)(2,1,2)[12], the full-precision search's model (AICc
+    −516.694), and the chosen model's log-likelihood is within 1e-3 of its exact maximum."""
+    _, train, test = h02
+    original = sfa.minimize
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = AutoARIMARefit(season_length=12).fit(train)
+        polished = refit_arima(model.model_)
+    assert sfa.minimize is original  # restored after the search
+    assert model.model_["arma"] == (2, 0, 2, 2, 12, 1, 1)  # (p, q, P, Q, m, d, D)
+    assert model.model_["aicc"] == pytest.approx(-516.694, abs=2e-3)
+    assert polished["loglik"] - arima_loglik(model.model_) < 1e-3
+    rmse = float(np.sqrt(np.mean((test - model.predict(h=H)["mean"]) ** 2)))
+    assert rmse == pytest.approx(0.0612, abs=1e-4)
+
+
 def test_models_work_inside_statsforecast_with_intervals_and_cv(h02):
     frame, train, _ = h02
     ds = pd.to_datetime(frame["Month"].iloc[:-H])

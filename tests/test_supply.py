@@ -263,6 +263,56 @@ def test_intermittent_paths_give_the_reorder_point_of_the_pattern():
     assert got["demand"].ppf(0.95) == 10.0
 
 
+def _every_k_days(k: int, units: float, days: int) -> pd.DataFrame:
+    ds = pd.date_range("2024-01-01", periods=days, freq="D")
+    y = np.where(np.arange(days) % k == 0, units, 0.0)
+    return pd.DataFrame({"unique_id": "sku", "ds": ds, "y": y})
+
+
+def test_intermittent_sku_from_forecast_to_policy_needs_no_safety_stock(tmp_path):
+    """Issue 15 item 3 end to end: a year of 10 units once every 10 days, forecast with the
+    default models (season 7, the daily default) and planned over a 10-day protection period
+    at 95%: order-up-to level 10, no safety stock (24 before: a median of flat forecasts, a
+    daily trickle of 1, and its errors as noise). LightGBM finds the phase in every backtest
+    window and forecasts the series alone; model_choice.csv says so."""
+    from pharmalab.forecast import ForecastSettings, forecast
+    from pharmalab.forecast.outputs import write_forecast
+
+    settings = ForecastSettings(horizon=28)
+    result = forecast(_every_k_days(10, 10.0, 365), freq="D", season_length=7,
+                      settings=settings)
+    choice = result.model_choice.iloc[0]
+    assert choice["combination"].startswith("LightGBM alone")
+    assert choice["weight_LightGBM"] == 1.0
+    write_forecast(result, tmp_path / "fc", settings)
+    folder = read_forecast_folder(tmp_path / "fc")
+    policy = policy_table(folder.forecasts(), PolicySettings(lead_time=9, review_period=1,
+                                                             service_level=0.95),
+                          folder.level_of).iloc[0]
+    assert policy["demand_model"] == "paths"
+    assert policy["order_up_to_level"] == pytest.approx(10.0, abs=1e-3)
+    assert policy["safety_stock"] == pytest.approx(0.0, abs=1e-3)
+    assert policy["protection_mean"] == pytest.approx(10.0, abs=1e-3)
+
+
+def test_a_pattern_no_model_finds_keeps_the_combination(tmp_path):
+    """Second case of the class: the same SKU with the sale on a random day of each 10 (no
+    phase to find): no model beats the combination by half, the median stands, and its
+    sample paths keep the forecast's mean."""
+    from pharmalab.forecast import ForecastSettings, forecast
+
+    rng = np.random.default_rng(3)
+    frame = _every_k_days(10, 0.0, 360)
+    sale_days = np.arange(0, 360, 10) + rng.integers(0, 10, 36)
+    frame.loc[sale_days, "y"] = 10.0
+    result = forecast(frame, freq="D", season_length=7, settings=ForecastSettings(
+        horizon=28, models=("SeasonalNaive", "AutoETS", "CrostonSBA", "ADIDA", "LightGBM")))
+    choice = result.model_choice.iloc[0]
+    assert choice["combination"].startswith("median of")
+    paths = result.paths.pivot(index="path", columns="ds", values="y").iloc[:, :10]
+    assert paths.sum(axis=1).mean() == pytest.approx(result.forecast["mean"].iloc[:10].sum())
+
+
 def test_count_distributions_only_for_series_counted_in_whole_units(tmp_path):
     # Without paths, scripts (whole numbers in the backtest actuals): mean 1 a period → Poisson.
     make_folder(tmp_path / "scripts", mean=1.0, sd=0.2, paths=False)

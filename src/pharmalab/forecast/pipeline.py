@@ -59,7 +59,9 @@ class ForecastSettings:
         How a series' base forecasts are combined: ``median`` (the median of the models
         used, robust to one model gone astray) or ``inverse_mase`` (weights ∝ 1 / backtest
         MASE of earlier windows); ``top_k`` keeps only the k models with the lowest backtest
-        MASE per series (None: all).
+        MASE per series (None: all). Either way, a model whose MASE in every earlier window
+        is no worse than the combination's and on average at most
+        :data:`DOMINANCE_RATIO` (½) of it forecasts its series alone.
     tolerance
         A reconciliation method is rejected when it makes a hierarchy level's MASE worse
         than the unreconciled forecast by more than this fraction in earlier windows.
@@ -339,11 +341,17 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
                and "TopDown_forecast_proportions" in settings.reconcilers else "BottomUp")
     if len(hier.tags) < 2:
         default = "none"
+    combination_mase: list[pd.DataFrame] = []  # the combination's own MASE per window
     for k, cutoff in enumerate(cutoffs):
         rows = base_cv[base_cv["cutoff"] == cutoff]
         allowed = _allowed(rows["unique_id"].unique(), model_cols, classes[cutoff])
-        weights = _weights(model_mase[model_mase["cutoff"] < cutoff], allowed, settings.top_k)
-        combined, _ = _combine(rows, weights, allowed, model_cols, settings.combination)
+        earlier_mase = model_mase[model_mase["cutoff"] < cutoff]
+        weights = _weights(earlier_mase, allowed, settings.top_k)
+        pooled, _ = _combine(rows, weights, allowed, model_cols, settings.combination)
+        combination_mase.append(_mase_of(pooled, rows, scales[cutoff], cutoff))
+        dominant = _dominant_models(earlier_mase, pd.concat(combination_mase[:-1])
+                                    if k else None, allowed)
+        combined = _alone(pooled, rows, dominant)
         wide = combined.pivot(index="unique_id", columns="ds", values="mean")
         earlier = (pd.concat(chosen_rows) if chosen_rows else None)
         candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=earlier)
@@ -403,7 +411,10 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     final_classes = classify_demand(series).set_index("unique_id")
     allowed = _allowed(base["unique_id"].unique(), model_cols, final_classes)
     weights = _weights(model_mase, allowed, settings.top_k)
-    combined, used = _combine(base, weights, allowed, model_cols, settings.combination)
+    pooled, used = _combine(base, weights, allowed, model_cols, settings.combination)
+    dominant = _dominant_models(model_mase, pd.concat(combination_mase), allowed)
+    combined = _alone(pooled, base, dominant)
+    used = _used_alone(used, dominant)
     wide = combined.pivot(index="unique_id", columns="ds", values="mean")
     candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=chosen)
     reported = pd.concat(rec_history)
@@ -412,7 +423,11 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     method, reason = _runnable(method, reason, candidates, default)
     decisions.append({"cutoff": last, "window": "final", "method": method, "reason": reason})
     final_mean = candidates.get(method, wide.clip(lower=0))
-    all_errors = intervals.scaled_errors(chosen, scale_series)
+    # The final forecast is made the way the reported windows' forecasts were (choices from
+    # the windows before them); the warm-up's were made without any history (an equal-weight
+    # combination, the default reconciler), so its errors describe another forecaster.
+    all_errors = intervals.scaled_errors(
+        chosen[chosen["cutoff"] > cutoffs[0]] if len(cutoffs) > 1 else chosen, scale_series)
     final_scales = seasonal_scales(series, season_length)["mae_scale"]
     q_table = intervals.error_quantiles(all_errors, probs, h)
     result_forecast = intervals.add_quantiles(_long(final_mean), final_scales, q_table, probs,
@@ -427,7 +442,8 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     timings["sample paths"] = time.perf_counter() - clock
 
     choice = _model_choice(used, settings.combination, model_mase, final_classes, level_of,
-                           cv_ids, final_ids, lengths, model_cols, run.short_methods)
+                           cv_ids, final_ids, lengths, model_cols, run.short_methods,
+                           dominant)
     return ForecastResult(
         forecast=result_forecast, paths=paths, backtest=backtest,
         backtest_paths=backtest_paths, metrics=metrics,
@@ -632,6 +648,84 @@ def _weights(history: pd.DataFrame, allowed: pd.DataFrame, top_k: int | None = N
     return inverse.div(total.where(total > 0), axis=0).fillna(0)
 
 
+#: A model forecasts a series alone when, over every earlier backtest window, its MASE is at
+#: most this fraction of the combination's and no worse in any window: a combination
+#: protects against one model gone astray, but it must not drown a model that has clearly
+#: found the series' pattern (e.g. the phase of a sale every 10 days, which no model with a
+#: 7-day season sees; a median of flat forecasts turns it into a daily trickle).
+DOMINANCE_RATIO = 0.5
+
+
+def _mase_of(combined: pd.DataFrame, rows: pd.DataFrame, scales: pd.DataFrame,
+             cutoff) -> pd.DataFrame:
+    """MASE of a window's combined forecast per series: ``unique_id, cutoff, mase``."""
+    actual = rows[["unique_id", "ds", "y"]].drop_duplicates(["unique_id", "ds"])
+    err = combined.merge(actual, on=["unique_id", "ds"])
+    mae = (err["mean"] - err["y"]).abs().groupby(err["unique_id"]).mean()
+    scale = scales["mae_scale"].reindex(mae.index)
+    return pd.DataFrame({"unique_id": mae.index, "cutoff": cutoff,
+                         "mase": (mae / scale.where(scale > 0)).to_numpy()})
+
+
+def _dominant_models(history: pd.DataFrame, combination: pd.DataFrame | None,
+                     allowed: pd.DataFrame) -> pd.Series:
+    """Per series, the model that beats the combination by :data:`DOMINANCE_RATIO` in the
+    earlier windows (index ``unique_id``; empty string: none).
+
+    ``history`` holds each model's MASE per (``unique_id``, ``cutoff``), ``combination`` the
+    combination's; both from windows before the one being forecast only.
+    """
+    none = pd.Series("", index=allowed.index, dtype="object")
+    if combination is None or history.empty or combination.empty:
+        return none
+    cols = list(allowed.columns)
+    combo = combination.set_index(["unique_id", "cutoff"])["mase"]
+    per_window = history.set_index(["unique_id", "cutoff"])[cols]
+    per_window = per_window.reindex(combo.index)
+    mean_model = per_window.groupby(level="unique_id").mean().reindex(allowed.index)
+    mean_model = mean_model.where(allowed)
+    mean_combo = combo.groupby(level="unique_id").mean().reindex(allowed.index)
+    best = mean_model.fillna(np.inf).idxmin(axis=1)
+    out = none.copy()
+    for uid in allowed.index:
+        model = best[uid]
+        if not np.isfinite(mean_model.loc[uid, model]) or not mean_combo[uid] > 0:
+            continue
+        windows = per_window.loc[uid]
+        own = windows[model].to_numpy()
+        theirs = combo.loc[uid].reindex(windows.index).to_numpy()
+        if (np.isfinite(own).all() and (own <= theirs).all()
+                and mean_model.loc[uid, model] <= DOMINANCE_RATIO * mean_combo[uid]):
+            out[uid] = model
+    return out
+
+
+def _alone(combined: pd.DataFrame, rows: pd.DataFrame, dominant: pd.Series) -> pd.DataFrame:
+    """``combined`` with each series that has a dominant model forecast by that model."""
+    picked = dominant.reindex(combined["unique_id"]).fillna("").to_numpy()
+    if not (picked != "").any():
+        return combined
+    out = combined.copy()
+    values = rows.set_index(["unique_id", "ds"])
+    for model in set(picked) - {""}:
+        mask = picked == model
+        keys = pd.MultiIndex.from_frame(out.loc[mask, ["unique_id", "ds"]])
+        alone = values[model].reindex(keys).to_numpy(dtype="float64")
+        out.loc[mask, "mean"] = np.where(np.isnan(alone), out.loc[mask, "mean"],
+                                         np.maximum(alone, 0))
+    return out
+
+
+def _used_alone(used: pd.DataFrame, dominant: pd.Series) -> pd.DataFrame:
+    """Effective weights with a dominant model's series weighted 1 on that model."""
+    out = used.copy()
+    for uid, model in dominant.items():
+        if model and uid in out.index and model in out.columns:
+            out.loc[uid] = 0.0
+            out.loc[uid, model] = 1.0
+    return out
+
+
 def _combine(rows: pd.DataFrame, weights: pd.DataFrame, allowed: pd.DataFrame,
              model_cols: list[str], how: str = "median") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Combine each row's base forecasts (each clipped at 0: demand is never negative).
@@ -692,7 +786,7 @@ def _long(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, final_ids,
-                  lengths, model_cols, short_methods=None) -> pd.DataFrame:
+                  lengths, model_cols, short_methods=None, dominant=None) -> pd.DataFrame:
     out = pd.DataFrame(index=used.index.rename("unique_id"))
     out["level"] = out.index.map(level_of)
     cls = classes.reindex(out.index)
@@ -712,6 +806,11 @@ def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, fina
         (f"median of {n}" if combination == "median" else f"inverse-MASE mean of {n}")
         + f" model{'s' if n != 1 else ''}" for n in n_used]
     mean_mase = model_mase.groupby("unique_id")[model_cols].mean().reindex(out.index)
+    for uid, model in (dominant if dominant is not None else pd.Series(dtype=object)).items():
+        if model and uid in out.index:
+            out.loc[uid, "combination"] = (
+                f"{model} alone (backtest MASE {mean_mase.loc[uid, model]:.2f}: at most "
+                f"{DOMINANCE_RATIO:g}× the combination's in every earlier window)")
     scored = mean_mase.where(used > 0)
     out["best_model"] = scored.fillna(np.inf).idxmin(axis=1).where(
         scored.notna().any(axis=1), used.idxmax(axis=1))
