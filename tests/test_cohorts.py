@@ -336,3 +336,74 @@ def test_shared_entry_events_survive_a_failure_between(work_db, tmp_path):
     assert (counts[1], counts[2]) == (1800, 569)
     stats = work_db.table("cohort_inc_result", "results").execute()
     assert sorted(stats[stats["mode_id"] == 0]["person_count"]) == [569, 1231]
+
+
+def _two_observation_periods(db) -> None:
+    """circe-be#229's person: observed 2001-01-01 – 2002-12-31 and 2003-03-01 – 2011-12-31,
+    celecoxib 2002-11-04 – 2002-12-31 and 2003-03-01 – 2003-03-12."""
+    raw = db.con.raw_sql
+    raw("INSERT INTO person (person_id, gender_concept_id, year_of_birth, race_concept_id, "
+        "ethnicity_concept_id) VALUES (900000001, 8507, 1950, 0, 0)")
+    raw("INSERT INTO observation_period (observation_period_id, person_id, "
+        "observation_period_start_date, observation_period_end_date, period_type_concept_id) "
+        "VALUES (900000001, 900000001, DATE '2001-01-01', DATE '2002-12-31', 44814724), "
+        "(900000002, 900000001, DATE '2003-03-01', DATE '2011-12-31', 44814724)")
+    raw("INSERT INTO drug_exposure (drug_exposure_id, person_id, drug_concept_id, "
+        "drug_exposure_start_date, drug_exposure_end_date, drug_type_concept_id) VALUES "
+        "(900000001, 900000001, 1118084, DATE '2002-11-04', DATE '2002-12-31', 38000177), "
+        "(900000002, 900000001, 1118084, DATE '2003-03-01', DATE '2003-03-12', 38000177)")
+
+
+def _celecoxib_exposure_eras(tmp_path, pad: int) -> Path:
+    spec = json.loads((COHORTGENERATOR / "cohorts" / "3.json").read_text())
+    spec["PrimaryCriteria"] = {
+        "CriteriaList": [{"DrugExposure": {"CodesetId": 0}}],
+        "ObservationWindow": {"PriorDays": 0, "PostDays": 0},
+        "PrimaryCriteriaLimit": {"Type": "All"}}
+    spec["QualifiedLimit"] = spec["ExpressionLimit"] = {"Type": "All"}
+    spec["InclusionRules"] = []
+    spec["EndStrategy"] = {"DateOffset": {"DateField": "EndDate", "Offset": 0}}
+    spec["CollapseSettings"] = {"CollapseType": "ERA", "EraPad": pad}
+    folder = tmp_path / f"eras{pad}"
+    folder.mkdir()
+    (folder / "31.json").write_text(json.dumps(spec))
+    return folder
+
+
+def _rows_of(db, person_id: int) -> list[tuple[str, str]]:
+    rows = db.table("cohort", "results").execute()
+    rows = rows[rows["subject_id"] == person_id].sort_values("cohort_start_date")
+    return [(str(r.cohort_start_date)[:10], str(r.cohort_end_date)[:10])
+            for r in rows.itertuples()]
+
+
+def test_eras_within_observation_periods_circe_be_229(work_db, tmp_path):
+    """Issue 15 item 9: Circe's era collapse (pad 90) stitches the two exposures across the
+    unobserved 2003-01-01 – 2003-02-28 into one era 2002-11-04 – 2003-03-12 (the default,
+    ATLAS's result); bounded to observation periods they are two eras, the first ending with
+    its observation period. Switching the option regenerates the cohort."""
+    _two_observation_periods(work_db)
+    folder = _celecoxib_exposure_eras(tmp_path, 90)
+    cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder))
+    assert _rows_of(work_db, 900000001) == [("2002-11-04", "2003-03-12")]
+    again = cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder),
+                                     eras_within_observation=True)
+    assert [r.status for r in again.runs] == ["COMPLETE"]
+    assert _rows_of(work_db, 900000001) == [("2002-11-04", "2002-12-31"),
+                                            ("2003-03-01", "2003-03-12")]
+    # Second case: an exit 30 days after each exposure would run past the first period's
+    # end; bounded, it is cut at 2002-12-31 (Circe's own end strategy caps it there too).
+    spec = json.loads((folder / "31.json").read_text())
+    spec["EndStrategy"] = {"DateOffset": {"DateField": "EndDate", "Offset": 30}}
+    (folder / "31.json").write_text(json.dumps(spec))
+    cohorts.generate_cohorts(work_db, cohorts.read_cohort_set(folder),
+                             eras_within_observation=True)
+    assert _rows_of(work_db, 900000001) == [("2002-11-04", "2002-12-31"),
+                                            ("2003-03-01", "2003-04-11")]
+    # The same set on another engine's SQL: the bounded collapse is in every translation.
+    definition = next(iter(cohorts.read_cohort_set(folder)))
+    for engine in ("pyspark", "bigquery", "postgres"):
+        sql = cohort_sql(definition, engine=engine, cdm_schema="cdm", vocab_schema="cdm",
+                         results_schema="results", cohort_table="cohort", stats_tables={},
+                         stats=False, eras_within_observation=True)
+        assert any("op_start_date, group_idx" in s.replace("\n", " ") for s in sql.statements)

@@ -257,6 +257,10 @@ def cohorts_generate(
     database_id: Annotated[str | None, typer.Option(
         "--database-id", help="database_id of the exports (default: cdm_source).")] = None,
     min_cell_count: MinCellCount = 5,
+    eras_within_observation: Annotated[bool, typer.Option(
+        "--eras-within-observation-period",
+        help="Collapse cohort eras within observation periods only, each era cut at the end "
+             "of the period it starts in (circe-be#229); default: Circe's collapse.")] = False,
 ) -> None:
     """Generate a cohort set into the results schema; export CohortGenerator's cg_*.csv."""
     from pharmalab import cohorts as cohorts_pkg
@@ -276,6 +280,7 @@ def cohorts_generate(
         task = progress.add_task("cohorts", total=len(cohort_set))
         result = cohorts_pkg.generate_cohorts(
             db, cohort_set, force=force, stats=stats,
+            eras_within_observation=eras_within_observation,
             progress=lambda d, status: progress.update(
                 task, advance=1,
                 description=f"cohort {d.cohort_id} {escape(d.cohort_name)}: {status}"))

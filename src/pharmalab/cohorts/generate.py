@@ -79,6 +79,7 @@ def generate_cohorts(
     force: bool = False,
     stats: bool = True,
     progress: Callable[[CohortDefinition, str], None] | None = None,
+    eras_within_observation: bool = False,
 ) -> GenerationResult:
     """Generate every cohort of ``cohort_set`` into ``db``'s results schema.
 
@@ -99,6 +100,11 @@ def generate_cohorts(
         regenerates it.
     progress
         Called with ``(definition, status)`` after each cohort.
+    eras_within_observation
+        Collapse each cohort's eras within observation periods, each era cut at the end of
+        the period it starts in (circe-be#229; :func:`pharmalab.cohorts.sql.
+        eras_within_observation_periods`). Default: Circe's collapse, as ATLAS and
+        CohortGenerator. Recorded in the generation checksum, so switching regenerates.
 
     Returns
     -------
@@ -122,9 +128,10 @@ def generate_cohorts(
     tables.ensure_tables(db)
     tables.drop_leftover_stages(db)
     previous = _previous_generations(db)
+    options = {"stats": stats, "eras_within_observation": eras_within_observation}
     todo = [d for d in cohort_set
-            if force or previous.get(d.cohort_id) != _generation_checksum(d, stats)]
-    plans = {d.cohort_id: _plan(db, d, stats) for d in todo}
+            if force or previous.get(d.cohort_id) != _generation_checksum(d, **options)]
+    plans = {d.cohort_id: _plan(db, d, **options) for d in todo}
     reuse = Reuse.for_scripts(db.con.raw_sql, [p.steps for p in plans.values()])
     result = GenerationResult()
     try:
@@ -142,7 +149,7 @@ def generate_cohorts(
                         raise KeyboardInterrupt from exc
                     status, error = "FAILED", f"{type(exc).__name__}: {_first_line(exc)}"
             run = CohortRun(definition.cohort_id, definition.cohort_name, status,
-                            _generation_checksum(definition, stats), start,
+                            _generation_checksum(definition, **options), start,
                             _dt.datetime.now(_dt.UTC), round(time.perf_counter() - t0, 3),
                             error)
             if status != "SKIPPED":
@@ -156,9 +163,12 @@ def generate_cohorts(
     return result
 
 
-def _generation_checksum(definition: CohortDefinition, stats: bool) -> str:
-    # a cohort generated without statistics is regenerated when statistics are asked for
-    return definition.checksum if stats else f"{definition.checksum}-nostats"
+def _generation_checksum(definition: CohortDefinition, stats: bool,
+                         eras_within_observation: bool = False) -> str:
+    # a cohort generated without statistics is regenerated when statistics are asked for,
+    # and one generated with the other era collapse when the collapse changes
+    return (definition.checksum + ("" if stats else "-nostats")
+            + ("-eras-within-op" if eras_within_observation else ""))
 
 
 @dataclass
@@ -175,7 +185,8 @@ class _Plan:
     error: Exception | None = None
 
 
-def _plan(db: Database, definition: CohortDefinition, stats: bool) -> _Plan:
+def _plan(db: Database, definition: CohortDefinition, stats: bool,
+          eras_within_observation: bool = False) -> _Plan:
     session = new_session_id()
     plan = _Plan({name: f"_pl_{session}_{name}" for name in
                   ("cohort", *tables.CIRCE_STATS_TABLES.values(), "cohort_inclusion")})
@@ -192,6 +203,7 @@ def _plan(db: Database, definition: CohortDefinition, stats: bool) -> _Plan:
             session_id=session,
             temp_schema=SCRATCH_SCHEMA if db.url.kind == "pyspark" else None,
             stats=stats,
+            eras_within_observation=eras_within_observation,
         )
     except Exception as exc:  # reported when the cohort's turn comes
         plan.error = exc

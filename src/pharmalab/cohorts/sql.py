@@ -42,6 +42,73 @@ FROM (select count_big(*) as total_records from #final_cohort) FCC,
 """
 
 
+# Circe's era collapse (circepy 0.3's COHORT_ERA template, as built): rows of a person whose
+# ends, padded by the era pad, reach the next row's start are merged, whatever observation
+# period they lie in.
+_ERA_COLLAPSE = re.compile(
+    r"select person_id, min\(start_date\) as start_date, DATEADD\(day,-1 \* (?P<pad>\d+), "
+    r"max\(end_date\)\) as end_date\s+into #final_cohort\s+from \(\s+"
+    r"select person_id, start_date, end_date, sum\(is_start\) over \(partition by person_id "
+    r"order by start_date, is_start desc rows unbounded preceding\) group_idx\s+from \(\s+"
+    r"select person_id, start_date, end_date,\s+case when max\(end_date\) over \(partition by "
+    r"person_id order by start_date rows between unbounded preceding and 1 preceding\) >= "
+    r"start_date then 0 else 1 end is_start\s+from \(\s+select person_id, start_date, "
+    r"DATEADD\(day,(?P=pad),end_date\) as end_date\s+from #cohort_rows\s+\) CR\s+\) ST\s+"
+    r"\) GR\s+group by person_id, group_idx;")
+
+# The same collapse within the observation period each row starts in, each row's end cut at
+# that period's end (circe-be#229, "Bound Cohort Eras to Observation Periods").
+_ERA_COLLAPSE_WITHIN_OBSERVATION = """select person_id, min(start_date) as start_date, \
+DATEADD(day,-1 * {pad}, max(end_date)) as end_date
+into #final_cohort
+from (
+  select person_id, op_start_date, start_date, end_date, sum(is_start) over (partition by \
+person_id, op_start_date order by start_date, is_start desc rows unbounded preceding) group_idx
+  from (
+    select person_id, op_start_date, start_date, end_date,
+      case when max(end_date) over (partition by person_id, op_start_date order by start_date \
+rows between unbounded preceding and 1 preceding) >= start_date then 0 else 1 end is_start
+    from (
+      select CR.person_id, OP.observation_period_start_date as op_start_date, CR.start_date,
+        DATEADD(day,{pad},case when CR.end_date > OP.observation_period_end_date \
+then OP.observation_period_end_date else CR.end_date end) as end_date
+      from #cohort_rows CR
+      join @cdm_database_schema.observation_period OP on OP.person_id = CR.person_id
+        and CR.start_date >= OP.observation_period_start_date
+        and CR.start_date <= OP.observation_period_end_date
+    ) CR
+  ) ST
+) GR
+group by person_id, op_start_date, group_idx;"""
+
+
+def eras_within_observation_periods(sql: str) -> str:
+    """Circe's era collapse bounded to observation periods, in a cohort's OHDSI SQL.
+
+    Circe merges a person's cohort rows whose gap is at most the era pad even when they lie
+    in different observation periods, so an era can span the unobserved time between them
+    (circe-be#229: an era 2002-11-04 – 2003-03-12 for a person observed 2001-01-01 –
+    2002-12-31 and 2003-03-01 – 2011-12-31). Here rows are merged only within the observation
+    period they start in, and a row's end is cut at that period's end: that person's eras are
+    2002-11-04 – 2002-12-31 and one starting in the second period. ATLAS and CohortGenerator
+    have no such option (Circe's behaviour is the default here too).
+
+    Raises
+    ------
+    PharmalabInputError
+        If the SQL holds no era collapse in the form circepy 0.3 writes (a newer circepy).
+    """
+    from pharmalab.errors import PharmalabInputError
+
+    match = _ERA_COLLAPSE.search(sql)
+    if match is None:
+        raise PharmalabInputError(
+            "eras within observation periods: this circepy writes the era collapse in an "
+            "unknown form; generate without the option or use circepy 0.3")
+    bounded = _ERA_COLLAPSE_WITHIN_OBSERVATION.format(pad=match.group("pad"))
+    return sql[:match.start()] + bounded + sql[match.end():]
+
+
 @dataclass(frozen=True)
 class CohortSql:
     """The statements of one cohort for one engine, and the temp tables they create."""
@@ -67,6 +134,7 @@ def cohort_sql(
     session_id: str | None = None,
     temp_schema: str | None = None,
     stats: bool = True,
+    eras_within_observation: bool = False,
 ) -> CohortSql:
     """Build, render and translate one cohort's SQL for ``engine``.
 
@@ -89,6 +157,9 @@ def cohort_sql(
         ``<temp_schema>.<session_id><name>``.
     stats
         Include the inclusion-rule and censoring statistics (CirceR's ``generateStats``).
+    eras_within_observation
+        Collapse eras within observation periods only
+        (:func:`eras_within_observation_periods`); default Circe's collapse.
 
     Returns
     -------
@@ -105,7 +176,8 @@ def cohort_sql(
                 results_schema=results_schema,
                 cohort_table=cohort_table.replace(session_id, token),
                 stats_tables={k: v.replace(session_id, token) for k, v in stats_tables.items()},
-                temp_schema=temp_schema, stats=stats)
+                temp_schema=temp_schema, stats=stats,
+                eras_within_observation=eras_within_observation)
     # The cohort id is written into the SQL: the same definition under another id differs.
     key = hashlib.sha256(json.dumps([_TRANSLATION, definition.checksum, definition.cohort_id,
                                      args],
@@ -120,7 +192,8 @@ def cohort_sql(
 
 
 def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, cohort_table,
-               stats_tables, session_id, temp_schema, stats) -> list[str]:
+               stats_tables, session_id, temp_schema, stats,
+               eras_within_observation=False) -> list[str]:
     from circe.api import build_cohort_query
     from circe.cohortdefinition import BuildExpressionQueryOptions
     from circe.sqlrender.renderer import render
@@ -133,6 +206,8 @@ def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, 
     sql = build_cohort_query(definition.expression, options)
     if stats and definition.has_censor_window:
         sql = _add_censor_stats(sql, definition.cohort_id)
+    if eras_within_observation:
+        sql = eras_within_observation_periods(sql)
     params = {
         "cdm_database_schema": cdm_schema,
         "vocabulary_database_schema": vocab_schema,

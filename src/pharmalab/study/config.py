@@ -135,6 +135,8 @@ class CohortsSection(_Model):
     negative_controls: str | None = None
     force: StrictBool = False
     database_id: str | None = None
+    #: Collapse cohort eras within observation periods only (circe-be#229).
+    eras_within_observation_period: StrictBool = False
 
 
 def _tar_text(value: str) -> str:

@@ -249,6 +249,7 @@ def _cohorts(ctx: StepContext, tick: Tick) -> Section:
         ctx.input_files.append(cohort_set.folder / "Cohorts.csv")
     result = cohorts.generate_cohorts(
         ctx.db, cohort_set, force=c.force or ctx.cache.get("cdm_reloaded", False),
+        eras_within_observation=c.eras_within_observation_period,
         progress=(lambda d, status: tick(f"{d.cohort_name} {status}")) if tick else None)
     nc_ids: list[int] = []
     nc_counts = None
