@@ -273,6 +273,28 @@ def test_frequency_rules():
     assert sales.period_bounds(pd.Timestamp("2020-02-01"), "MS")[1] == pd.Timestamp("2020-02-29")
 
 
+def test_quarterly_series():
+    """Quarterly data (fpp2's visnights, prison, arrivals): dated on the quarter's first
+    day, season 4; a quarter off the grid or missing is named as for months."""
+    quarters = pd.date_range("2019-01-01", periods=8, freq="QS")
+    assert sales.infer_freq(quarters) == "QS"
+    assert sales.infer_freq(quarters[[0, 1, 3]]) == "QS"  # a gap is still quarterly
+    assert sales.infer_freq(pd.to_datetime(["2020-01-01", "2020-04-01", "2020-05-01"])) == "MS"
+    assert sales.season_length("QS") == 4
+    assert sales.period_bounds(pd.Timestamp("2020-04-01"), "QS") == (
+        pd.Timestamp("2020-04-01"), pd.Timestamp("2020-06-30"))
+    frame = pd.DataFrame({"unique_id": "NSWMetro", "ds": quarters, "y": range(8)})
+    data = sales.check_series(frame, freq="QS", season_length=4)
+    assert data.freq == "QS-JAN" and len(data.frame) == 8
+    with pytest.raises(SalesInputError, match=r"irregular date 2019-02-01 in series "
+                       r"'NSWMetro': expected 1 January, April, July or October"):
+        sales.check_series(frame.assign(ds=quarters + pd.DateOffset(months=1)), freq="QS",
+                           season_length=4)
+    with pytest.raises(SalesInputError, match=r"1 quarter missing between 2019-01-01 and "
+                       r"2020-10-01 \(first missing: 2019-10-01\)"):
+        sales.check_series(frame.drop(index=3), freq="QS", season_length=4)
+
+
 # --- CDM dispensing (GiBleed) ---
 
 GIBLEED_TABLE_TYPES = {

@@ -59,6 +59,18 @@ def scaled_errors(rows: pd.DataFrame, scales: pd.Series) -> pd.DataFrame:
 MIN_ERRORS_PER_STEP = 20
 
 
+def conformal_quantile(scores: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Split-conformal quantiles of ``scores`` at coverage ``levels`` (each in [0, 1]): the
+    ⌈(n + 1)·level⌉-th smallest of the n scores, the largest when that exceeds n (Vovk et
+    al. 2005; Angelopoulos & Bates 2023, §1). With 20 scores the 80% interval takes the 17th
+    (the 0.85 empirical quantile): the plain empirical quantile under-covers small samples
+    (a 9-series quarterly set covered 63% of its 80% intervals)."""
+    ordered = np.sort(np.asarray(scores, dtype="float64"))
+    n = len(ordered)
+    rank = np.ceil((n + 1) * np.asarray(levels, dtype="float64")).astype(int)
+    return np.where(rank <= 0, 0.0, ordered[np.clip(rank, 1, n) - 1])
+
+
 def error_quantiles(errors: pd.DataFrame, probs: Sequence[float], horizon: int) -> np.ndarray:
     """Conformal quantiles of the scaled errors per step: array (horizon × len(probs)).
 
@@ -80,8 +92,8 @@ def error_quantiles(errors: pd.DataFrame, probs: Sequence[float], horizon: int) 
                 break
             pooled.append(by_step[step])
         if pooled:
-            magnitude = np.quantile(np.concatenate(pooled), np.abs(2 * probs - 1))
-            out[h - 1] = np.sign(probs - 0.5) * magnitude
+            out[h - 1] = np.sign(probs - 0.5) * conformal_quantile(
+                np.concatenate(pooled), np.abs(2 * probs - 1))
     return out
 
 

@@ -143,7 +143,21 @@ def local_forecast(series: pd.DataFrame, names: Sequence[str], *, freq: str,
 LIGHTGBM_ONE_THREAD_BELOW = 100_000
 
 
-def _lightgbm(season_length: int, freq: str, seed: int, rows: int):
+def lightgbm_lags(season_length: int, shortest_training: int | None) -> list[int]:
+    """LightGBM's target lags: 1, 2, 3, one and two seasons — without those that would leave
+    the shortest training series less than one season of rows after the seasonal difference
+    (e.g. 36 months of history: the 24-month lag is dropped, otherwise no row remains)."""
+    lags = sorted({1, 2, 3, season_length, 2 * season_length} if season_length > 1
+                  else {1, 2, 3})
+    if shortest_training is None:
+        return lags
+    room = shortest_training - (season_length if season_length > 1 else 0)
+    kept = [lag for lag in lags if room - lag >= max(season_length, 1)]
+    return kept or [1]
+
+
+def _lightgbm(season_length: int, freq: str, seed: int, rows: int,
+              shortest_training: int | None = None):
     import lightgbm as lgb
     from mlforecast import MLForecast
     from mlforecast.lag_transforms import RollingMean
@@ -151,7 +165,7 @@ def _lightgbm(season_length: int, freq: str, seed: int, rows: int):
 
     # Seasonal differencing and per-series scaling: on PBS, raw levels give a mean MASE of
     # 140 and the transformed target 2.1 (../shared/KNOWN.md).
-    lags = sorted({1, 2, 3, season_length, 2 * season_length} if season_length > 1 else {1, 2, 3})
+    lags = lightgbm_lags(season_length, shortest_training)
     date_features = {"MS": ["month"], "M": ["month"], "D": ["dayofweek", "month"],
                      "QS": ["quarter"], "Q": ["quarter"]}.get(freq, [])
     if freq.startswith("W"):
@@ -188,10 +202,13 @@ def global_cross_validation(series: pd.DataFrame, *, freq: str, season_length: i
                             ) -> pd.DataFrame:
     """Rolling-origin forecasts of the LightGBM global model (one model for all series).
 
-    Returns ``unique_id, ds, cutoff, y, LightGBM`` (float64, clipped at 0).
+    Its lags fit the shortest training series of the earliest window
+    (:func:`lightgbm_lags`). Returns ``unique_id, ds, cutoff, y, LightGBM`` (float64,
+    clipped at 0).
     """
     data, static = _static_features(series)
-    mlf = _lightgbm(season_length, freq, seed, len(data))
+    mlf = _lightgbm(season_length, freq, seed, len(data),
+                    shortest_training(series, horizon, n_windows, step))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cv = mlf.cross_validation(df=data, h=horizon, n_windows=n_windows, step_size=step,
@@ -200,11 +217,21 @@ def global_cross_validation(series: pd.DataFrame, *, freq: str, season_length: i
     return cv[["unique_id", "ds", "cutoff", "y", "LightGBM"]].reset_index(drop=True)
 
 
+def shortest_training(series: pd.DataFrame, horizon: int, n_windows: int, step: int) -> int:
+    """Periods of the shortest series before the earliest of ``n_windows`` origins."""
+    return int(series.groupby("unique_id").size().min()) - horizon - (n_windows - 1) * step
+
+
 def global_forecast(series: pd.DataFrame, *, freq: str, season_length: int, horizon: int,
-                    seed: int = 0) -> pd.DataFrame:
-    """LightGBM forecasts from the end of each series: ``unique_id, ds, LightGBM``."""
+                    seed: int = 0, shortest: int | None = None) -> pd.DataFrame:
+    """LightGBM forecasts from the end of each series: ``unique_id, ds, LightGBM``.
+
+    ``shortest``: the shortest training length the backtest's model had, so that the final
+    model has the backtest's lags (:func:`lightgbm_lags`); None: this data's own."""
     data, static = _static_features(series)
-    mlf = _lightgbm(season_length, freq, seed, len(data))
+    mlf = _lightgbm(season_length, freq, seed, len(data),
+                    shortest if shortest is not None
+                    else int(series.groupby("unique_id").size().min()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         mlf.fit(data, static_features=static)

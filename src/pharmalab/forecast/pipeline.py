@@ -287,8 +287,11 @@ def forecast(frame: pd.DataFrame, *, freq: str, season_length: int,
                                        season_length=season_length, horizon=h,
                                        n_jobs=settings.n_jobs)
     if "LightGBM" in settings.models and len(final_ids):
-        gfc = models.global_forecast(final_series, freq=freq, season_length=season_length,
-                                     horizon=h, seed=settings.seed)
+        gfc = models.global_forecast(
+            final_series, freq=freq, season_length=season_length, horizon=h,
+            seed=settings.seed,
+            shortest=(models.shortest_training(cv_series, h, n_total, step)
+                      if len(cv_ids) else None))
         base_final = (base_final.merge(gfc, on=["unique_id", "ds"], how="left")
                       if len(base_final) else gfc)
     short_methods: dict[str, str] = {}

@@ -38,7 +38,8 @@ class SalesData:
         - ``unique_id`` (str): series name; for hierarchical data the bottom-level
           hierarchy values joined by ``/`` (e.g. ``Concessional/Co-payments/A/A01``).
         - ``ds`` (datetime64[ns]): the period's label on the grid of ``freq`` — month start
-          for ``'MS'``; for weekly ``'W-SUN'`` the week's last day (pandas' anchored-week
+          for ``'MS'``; the quarter's first day (1 January, April, July, October) for
+          ``'QS'``; for weekly ``'W-SUN'`` the week's last day (pandas' anchored-week
           convention, as ``resample('W-SUN')`` labels); the day for ``'D'``.
         - ``y`` (float64, ≥ 0, finite): the quantity in the source's unit (scripts, AUD,
           packs, drug exposures, days of supply).
@@ -47,9 +48,9 @@ class SalesData:
     hierarchy : tuple of str
         Hierarchy column names, top → bottom (empty for flat series).
     freq : str
-        pandas offset alias: ``'MS'``, ``'W-SUN'`` (or another weekday), ``'D'``.
+        pandas offset alias: ``'MS'``, ``'QS'``, ``'W-SUN'`` (or another weekday), ``'D'``.
     season_length : int
-        Periods per season: 12 monthly, 52 weekly, 7 daily.
+        Periods per season: 12 monthly, 4 quarterly, 52 weekly, 7 daily.
     short_series : tuple of str
         ``unique_id`` of the series with fewer than ``2 * season_length`` periods (too short
         to estimate a seasonal model; forecasting falls back to a naive model).
@@ -70,8 +71,8 @@ class SalesData:
 
 
 def season_length(freq: str) -> int:
-    """Periods per year-long season for ``freq``: 12 (``'MS'``), 52 (``'W-…'``), 7 (``'D'``,
-    the weekly cycle of daily sales).
+    """Periods per year-long season for ``freq``: 12 (``'MS'``), 4 (``'QS'``), 52
+    (``'W-…'``), 7 (``'D'``, the weekly cycle of daily sales).
 
     Raises
     ------
@@ -79,7 +80,7 @@ def season_length(freq: str) -> int:
         For any other frequency.
     """
     kind = _kind(freq)
-    return {"month": 12, "week": 52, "day": 7}[kind]
+    return {"month": 12, "quarter": 4, "week": 52, "day": 7}[kind]
 
 
 def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> str:
@@ -87,7 +88,9 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> s
 
     Rules, in order, on the distinct dates (all must be at midnight):
 
-    1. every date is the 1st of a month → ``'MS'``;
+    1. every date is the 1st of a month → ``'MS'``, or ``'QS'`` when they are all
+       1 January, April, July or October and some consecutive dates are three months apart
+       with none closer;
     2. every date is the same weekday and consecutive dates are a multiple of 7 days apart
        → ``'W-XXX'`` (``'W-SUN'`` for Sundays);
     3. the smallest step between consecutive dates is one day → ``'D'``.
@@ -114,7 +117,7 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> s
     if len(unique) < 2:
         raise SalesInputError(
             f"{name}: cannot infer the frequency from {len(unique)} distinct date(s); "
-            "pass freq ('MS', 'W-SUN' or 'D')"
+            "pass freq ('MS', 'QS', 'W-SUN' or 'D')"
         )
     timed = unique[unique != unique.normalize()]
     if len(timed):
@@ -123,7 +126,10 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> s
             "aggregate hourly data to days first"
         )
     if (unique.day == 1).all():
-        return "MS"
+        months = unique.year * 12 + unique.month
+        quarterly = (np.isin(unique.month, [1, 4, 7, 10]).all()
+                     and (np.diff(months) % 3 == 0).all() and (np.diff(months) == 3).any())
+        return "QS" if quarterly else "MS"
     steps = np.diff(unique.asi8) // (86_400 * 10**9)
     if len(set(unique.dayofweek)) == 1 and (steps % 7 == 0).all():
         return f"W-{_WEEKDAYS[unique[0].dayofweek]}"
@@ -134,20 +140,23 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> s
         f"the same weekday, and not consecutive days (smallest step {int(steps.min())} days, "
         f"first dates {', '.join(d.strftime('%Y-%m-%d') for d in unique[:3])}); "
         "monthly data must be dated on the first of the month; weekly data on one weekday; "
-        "or pass freq ('MS', 'W-SUN' or 'D') to the Python API"
+        "or pass freq ('MS', 'QS', 'W-SUN' or 'D') to the Python API"
     )
 
 
 def period_bounds(label: pd.Timestamp, freq: str) -> tuple[pd.Timestamp, pd.Timestamp]:
     """First and last day covered by the period labelled ``label``.
 
-    ``'MS'``: the calendar month starting at ``label``. ``'W-XXX'``: the seven days ending
+    ``'MS'``: the calendar month starting at ``label``; ``'QS'``: the calendar quarter
+    starting at ``label``. ``'W-XXX'``: the seven days ending
     on ``label`` (pandas' anchored weeks: ``'W-SUN'`` is Monday–Sunday, labelled Sunday).
     ``'D'``: the day itself.
     """
     kind = _kind(freq)
     if kind == "month":
         return label, label + pd.offsets.MonthEnd(0)
+    if kind == "quarter":
+        return label, label + pd.offsets.QuarterEnd(0)
     if kind == "week":
         return label - pd.Timedelta(days=6), label
     return label, label
@@ -253,20 +262,24 @@ def check_series(
 
 
 def _kind(freq: str) -> str:
-    """'month', 'week' or 'day' for a supported pandas alias."""
+    """'month', 'quarter', 'week' or 'day' for a supported pandas alias."""
     try:
         offset = to_offset(freq)
     except (ValueError, TypeError):
         offset = None
     if isinstance(offset, pd.offsets.MonthBegin) and offset.n == 1:
         return "month"
+    if (isinstance(offset, pd.offsets.QuarterBegin) and offset.n == 1
+            and offset.startingMonth == 1):
+        return "quarter"
     if isinstance(offset, pd.offsets.Week) and offset.n == 1 and offset.weekday is not None:
         return "week"
     if isinstance(offset, pd.offsets.Day) and offset.n == 1:
         return "day"
     raise SalesInputError(
         f"frequency {freq!r} is not supported; expected 'MS' (monthly, month start), "
-        "'W-SUN' (weekly, any weekday) or 'D' (daily)"
+        "'QS' (quarterly, quarters from January), 'W-SUN' (weekly, any weekday) or 'D' "
+        "(daily)"
     )
 
 
@@ -411,6 +424,8 @@ def _fill_gaps(
 def _grid_words(freq: str, kind: str) -> str:
     if kind == "month":
         return "the 1st of a month at 00:00 (monthly data)"
+    if kind == "quarter":
+        return "1 January, April, July or October at 00:00 (quarterly data)"
     if kind == "week":
         return f"a {to_offset(freq).freqstr[2:].title()} at 00:00 (weekly data)"
     return "a date without a time of day (daily data)"
