@@ -258,8 +258,9 @@ def test_check_series_rules():
     data = sales.check_series(frame, freq="MS", season_length=1, name="x")
     assert data.frame["y"].tolist() == [1.0, 2.0] and data.frame["y"].dtype == "float64"
     assert data.frame["ds"].dtype == "datetime64[ns]"
-    with pytest.raises(SalesInputError, match=r"frequency 'QS' is not supported"):
-        sales.check_series(frame, freq="QS", season_length=4)
+    with pytest.raises(SalesInputError, match=r"frequency 'YS' is not supported; expected "
+                       r"'MS' \(monthly, month start\), 'QS' \(quarterly"):
+        sales.check_series(frame, freq="YS", season_length=1)
 
 
 def test_frequency_rules():
