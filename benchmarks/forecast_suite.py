@@ -266,7 +266,7 @@ def run_set(ds: DataSet) -> dict:
     ours = summary_row(result.summary, levels)
     all_row = result.summary.set_index("level").loc["all"]
     choice = (result.model_choice["combination"]
-              .str.replace(r" \(models over.*", " (trimmed)", regex=True)
+              .str.replace(r" \(left out, over.*", " (trimmed)", regex=True)
               .str.replace(r" \(backtest MASE.*", "", regex=True))
     out = {
         "set": ds.name, "source": ds.source, "series": series["unique_id"].nunique(),

@@ -123,7 +123,8 @@ def test_pharmacy_weekly_drops_its_partial_last_week():
     unchecked = sales.read_wide_csv(PHARMACY / "salesweekly.csv", time_col="datum")
     assert unchecked.frame["ds"].max() == pd.Timestamp("2019-10-13")
     assert unchecked.notes == ("the last week 2019-10-13 was not checked for completeness "
-                               "(pass data_end, the last day the data cover)",)
+                               "(pass --data-end, data_end in Python: the last day the "
+                               "data cover)",)
     kept = sales.read_wide_csv(PHARMACY / "salesweekly.csv", time_col="datum",
                                data_end="2019-10-08", drop_partial_last=False)
     assert kept.notes == ("kept the last week 2019-10-13: partial (data end 2019-10-08)",)
@@ -282,6 +283,12 @@ def test_quarterly_series():
     assert sales.infer_freq(quarters[[0, 1, 3]]) == "QS"  # a gap is still quarterly
     assert sales.infer_freq(pd.to_datetime(["2020-01-01", "2020-04-01", "2020-05-01"])) == "MS"
     assert sales.season_length("QS") == 4
+    # One stray month in quarterly data is named, not turned into monthly data with gaps
+    stray = pd.date_range("1981-01-01", periods=20, freq="QS").append(
+        pd.DatetimeIndex(["1996-02-01"]))
+    with pytest.raises(SalesInputError, match=r"x.csv: the dates look quarterly \(20 of 21 "
+                       r"are 1 January, April, July or October\) but 1996-02-01 is not"):
+        sales.infer_freq(stray, name="x.csv")
     assert sales.period_bounds(pd.Timestamp("2020-04-01"), "QS") == (
         pd.Timestamp("2020-04-01"), pd.Timestamp("2020-06-30"))
     frame = pd.DataFrame({"unique_id": "NSWMetro", "ds": quarters, "y": range(8)})

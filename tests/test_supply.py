@@ -273,8 +273,11 @@ def test_intermittent_sku_from_forecast_to_policy_needs_no_safety_stock(tmp_path
     """Issue 15 item 3 end to end: a year of 10 units once every 10 days, forecast with the
     default models (season 7, the daily default) and planned over a 10-day protection period
     at 95%: order-up-to level 10, no safety stock (24 before: a median of flat forecasts, a
-    daily trickle of 1, and its errors as noise). LightGBM finds the phase in every backtest
-    window and forecasts the series alone; model_choice.csv says so."""
+    daily trickle of 1, and its errors as noise). With the sale on day 0 of the year (the
+    issue's example) LightGBM finds the phase in every backtest window and forecasts the
+    series alone; model_choice.csv says so. With the sale on other days of the ten it does
+    not always (a new user's trial: 19 with safety stock 9 for the 10th day): paths drawn
+    from the intermittent pattern itself are still to do (issue 15 item 3)."""
     from pharmalab.forecast import ForecastSettings, forecast
     from pharmalab.forecast.outputs import write_forecast
 

@@ -897,9 +897,17 @@ def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, fina
         + f" model{'s' if n != 1 else ''}" for n in n_used]
     for uid, flag in (trimmed if trimmed is not None else pd.Series(dtype=bool)).items():
         if flag and uid in out.index:
-            out.loc[uid, "combination"] += (
-                f" (models over {trim_ratio:g}× the level's best backtest MASE left out: "
-                "this did better than all models in earlier windows)")
+            kept = used.columns[used.loc[uid] > 0]
+            intermittent = bool(classes["intermittent"].get(uid, False))
+            left = [m for m in model_cols if m not in kept and m != models.FALLBACK
+                    and (intermittent or m not in models.INTERMITTENT_MODELS)
+                    and np.isfinite(model_mase.loc[model_mase["unique_id"] == uid, m].mean())]
+            head = (f"{kept[0]} alone" if len(kept) == 1
+                    else out.loc[uid, "combination"])
+            out.loc[uid, "combination"] = (
+                f"{head} (left out, over {trim_ratio:g}× the level's best backtest MASE: "
+                f"{', '.join(left) or 'none'}; without them the level did better than with "
+                "every model in earlier windows)")
     mean_mase = model_mase.groupby("unique_id")[model_cols].mean().reindex(out.index)
     for uid, model in (dominant if dominant is not None else pd.Series(dtype=object)).items():
         if model and uid in out.index:

@@ -126,6 +126,17 @@ def infer_freq(dates: pd.Series | pd.DatetimeIndex, *, name: str = "sales") -> s
             "aggregate hourly data to days first"
         )
     if (unique.day == 1).all():
+        starts = np.isin(unique.month, [1, 4, 7, 10])
+        if len(unique) >= 8 and not starts.all() and starts.mean() >= 0.9:
+            # One stray month in quarterly data would make the file monthly, every other
+            # month a "gap", and --fill-missing a forecast padded with zeros.
+            stray = unique[~starts]
+            raise SalesInputError(
+                f"{name}: the dates look quarterly ({int(starts.sum())} of {len(unique)} are "
+                "1 January, April, July or October) but "
+                f"{', '.join(d.strftime('%Y-%m-%d') for d in stray[:3])}"
+                f"{' …' if len(stray) > 3 else ''} {'is' if len(stray) == 1 else 'are'} not; "
+                "date each quarter on its first day")
         months = unique.year * 12 + unique.month
         quarterly = (np.isin(unique.month, [1, 4, 7, 10]).all()
                      and (np.diff(months) % 3 == 0).all() and (np.diff(months) == 3).any())
@@ -390,8 +401,9 @@ def _fill_gaps(
             f"{name}: series {uid!r} has {_count(int(gappy.iloc[0]['missing']), kind)} "
             f"missing between {_day(grid[gappy.loc[uid, 'min']])} and "
             f"{_day(grid[gappy.loc[uid, 'max']])} (first missing: {_day(grid[first_gap])}); "
-            f"expected one row per {kind} ({len(gappy)} series with gaps, {total} missing "
-            f"{kind}s in all); fill them with 0 with --fill-missing (fill_missing=True, "
+            f"expected one row per {kind} ({len(gappy)} series with gaps, "
+            f"{_count(total, 'missing ' + kind)} in all); fill them with 0 with --fill-missing "
+            "(fill_missing=True, "
             "fill_missing = true in study.toml) if no sale is what they mean"
         )
     starts, stops = gappy["min"].to_numpy(), gappy["stop"].to_numpy() + 1

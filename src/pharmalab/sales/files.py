@@ -209,7 +209,7 @@ def _partial_last(
         if unit == "day":
             return frame, []
         return frame, [f"the last {unit} {label} was not checked for completeness "
-                       "(pass data_end, the last day the data cover)"]
+                       "(pass --data-end, data_end in Python: the last day the data cover)"]
     try:
         end = pd.Timestamp(data_end).normalize()
     except (ValueError, TypeError):
