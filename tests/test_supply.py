@@ -269,39 +269,58 @@ def _every_k_days(k: int, units: float, days: int) -> pd.DataFrame:
     return pd.DataFrame({"unique_id": "sku", "ds": ds, "y": y})
 
 
-def test_intermittent_sku_from_forecast_to_policy_needs_no_safety_stock(tmp_path):
+@pytest.mark.parametrize("phase", [0, 9])
+def test_intermittent_sku_from_forecast_to_policy_needs_no_safety_stock(tmp_path, phase):
     """Issue 15 item 3 end to end: a year of 10 units once every 10 days, forecast with the
     default models (season 7, the daily default) and planned over a 10-day protection period
-    at 95%: order-up-to level 10, no safety stock (24 before: a median of flat forecasts, a
-    daily trickle of 1, and its errors as noise). With the sale on day 0 of the year (the
-    issue's example) LightGBM finds the phase in every backtest window and forecasts the
-    series alone; model_choice.csv says so. With the sale on other days of the ten it does
-    not always (a new user's trial: 19 with safety stock 9 for the 10th day): paths drawn
-    from the intermittent pattern itself are still to do (issue 15 item 3)."""
+    at 95%: order-up-to level 10, no safety stock (24 before). The SKU is intermittent, so its
+    sample paths follow its own intervals and sizes (forecast/renewal.py): one sale of 10
+    every 10 days, whatever the phase (with paths spread around the daily rate, a new user's
+    trial got 19 for the sale on the 10th day)."""
     from pharmalab.forecast import ForecastSettings, forecast
     from pharmalab.forecast.outputs import write_forecast
 
     settings = ForecastSettings(horizon=28)
-    result = forecast(_every_k_days(10, 10.0, 365), freq="D", season_length=7,
-                      settings=settings)
-    choice = result.model_choice.iloc[0]
-    assert choice["combination"].startswith("LightGBM alone")
-    assert choice["weight_LightGBM"] == 1.0
+    frame = _every_k_days(10, 10.0, 365)
+    frame["y"] = np.where((np.arange(365) - phase) % 10 == 0, 10.0, 0.0)
+    result = forecast(frame, freq="D", season_length=7, settings=settings)
+    assert result.model_choice.iloc[0]["demand_class"] == "intermittent"
     write_forecast(result, tmp_path / "fc", settings)
     folder = read_forecast_folder(tmp_path / "fc")
     policy = policy_table(folder.forecasts(), PolicySettings(lead_time=9, review_period=1,
                                                              service_level=0.95),
                           folder.level_of).iloc[0]
     assert policy["demand_model"] == "paths"
-    assert policy["order_up_to_level"] == pytest.approx(10.0, abs=1e-3)
-    assert policy["safety_stock"] == pytest.approx(0.0, abs=1e-3)
-    assert policy["protection_mean"] == pytest.approx(10.0, abs=1e-3)
+    assert policy["order_up_to_level"] == pytest.approx(10.0, abs=1e-9)
+    assert policy["safety_stock"] == pytest.approx(0.0, abs=1e-9)
+    assert policy["protection_mean"] == pytest.approx(10.0, abs=1e-9)
+
+
+def test_renewal_paths_follow_the_intervals_and_the_time_elapsed():
+    """Second case of the class: intervals of 5 or 15 days (alternating), sizes 4 or 8, the
+    last sale 3 days before the origin: the first sale comes after 2 or 12 days (an interval
+    longer than the 3 already elapsed), later ones 5 or 15 apart; every size is 4 or 8."""
+    from pharmalab.forecast.renewal import renewal_histories, renewal_paths
+
+    days = np.cumsum([0, 5, 15, 5, 15, 5, 15])
+    ds = pd.date_range("2024-01-01", periods=days[-1] + 4, freq="D")
+    y = np.zeros(len(ds))
+    y[days] = [4, 8, 4, 8, 4, 8, 4]
+    history = pd.DataFrame({"unique_id": "sku", "ds": ds, "y": y})
+    pattern = renewal_histories(history, ["sku"])["sku"]
+    assert sorted(set(pattern.intervals)) == [5, 15] and pattern.elapsed == 3
+    paths = renewal_paths(pattern, 40, 500, np.random.default_rng(0))
+    first = np.argmax(paths > 0, axis=1)
+    assert set(first) == {1, 11}  # 0-based: 2 or 12 days after the origin
+    assert set(np.unique(paths)) == {0.0, 4.0, 8.0}
+    gaps = {int(g) for row in paths for g in np.diff(np.flatnonzero(row))}
+    assert gaps == {5, 15}
 
 
 def test_a_pattern_no_model_finds_keeps_the_combination(tmp_path):
     """Second case of the class: the same SKU with the sale on a random day of each 10 (no
-    phase to find): no model beats the combination by half, the median stands, and its
-    sample paths keep the forecast's mean."""
+    phase to find): no model beats the combination by half, the median stands; its sample
+    paths follow its intervals (1–19 days), one sale of 10 per 10 days on average."""
     from pharmalab.forecast import ForecastSettings, forecast
 
     rng = np.random.default_rng(3)
@@ -312,8 +331,10 @@ def test_a_pattern_no_model_finds_keeps_the_combination(tmp_path):
         horizon=28, models=("SeasonalNaive", "AutoETS", "CrostonSBA", "ADIDA", "LightGBM")))
     choice = result.model_choice.iloc[0]
     assert choice["combination"].startswith("median of")
-    paths = result.paths.pivot(index="path", columns="ds", values="y").iloc[:, :10]
-    assert paths.sum(axis=1).mean() == pytest.approx(result.forecast["mean"].iloc[:10].sum())
+    paths = result.paths.pivot(index="path", columns="ds", values="y")
+    assert set(np.unique(paths.to_numpy())) <= {0.0, 10.0, 20.0}
+    per_ten_days = paths.to_numpy()[:, :20].sum(axis=1).mean() / 2
+    assert per_ten_days == pytest.approx(10.0, rel=0.15)
 
 
 def test_count_distributions_only_for_series_counted_in_whole_units(tmp_path):

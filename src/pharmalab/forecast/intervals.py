@@ -155,7 +155,7 @@ def cross_correlation(errors: pd.DataFrame, ids: Sequence[str]) -> float:
 
 def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
                  summing: np.ndarray, node_ids: Sequence[str], bottom_ids: Sequence[str],
-                 n_paths: int, seed: int = 0) -> pd.DataFrame:
+                 n_paths: int, seed: int = 0, renewal: dict | None = None) -> pd.DataFrame:
     """Coherent sample paths for every node.
 
     Parameters
@@ -171,6 +171,11 @@ def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
         Summing matrix (nodes × bottom).
     n_paths
         Paths per series (e.g. 200).
+    renewal
+        ``unique_id`` → :class:`pharmalab.forecast.renewal.RenewalHistory` for the bottom
+        series whose paths are drawn from their own intervals and sizes (intermittent
+        demand) instead of errors around the forecast; their mean over paths is the
+        pattern's, not the forecast's.
 
     Returns
     -------
@@ -213,6 +218,12 @@ def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
     with np.errstate(divide="ignore", invalid="ignore"):
         factor = np.where(clipped_mean > 0, target / clipped_mean, 1.0)
     values = values * factor
+    if renewal:
+        from pharmalab.forecast.renewal import renewal_paths
+
+        for b, uid in enumerate(bottom_ids):
+            if uid in renewal:
+                values[:, b, :] = renewal_paths(renewal[uid], horizon, n_paths, rng)
     nodes = np.einsum("nb,pbh->pnh", summing, values)                 # coherent by construction
     dates = list(bottom.columns)
     index = pd.MultiIndex.from_product([range(n_paths), list(node_ids), dates],

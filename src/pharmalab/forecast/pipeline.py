@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pharmalab.errors import PharmalabInputError
-from pharmalab.forecast import intervals, models, reconcile
+from pharmalab.forecast import intervals, models, reconcile, renewal
 from pharmalab.forecast.demand import classify_demand
 from pharmalab.forecast.hierarchy import Hierarchy, build_hierarchy
 from pharmalab.forecast.metrics import (
@@ -430,7 +430,9 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
             wide_mean = this.pivot(index="unique_id", columns="ds", values="mean")
             window_paths = intervals.sample_paths(
                 wide_mean.loc[hier.bottom_ids], scales[cutoff]["mae_scale"], errs, hier.S(),
-                hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed)
+                hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed,
+                renewal=_intermittent_patterns(series[series["ds"] <= cutoff],
+                                               classes[cutoff], hier.bottom_ids))
             backtest_path_parts.append(window_paths.assign(cutoff=cutoff))
     backtest = pd.concat(backtest_parts, ignore_index=True)
     backtest_paths = (pd.concat(backtest_path_parts, ignore_index=True) if backtest_path_parts
@@ -483,7 +485,8 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     if settings.n_paths:
         paths = intervals.sample_paths(
             final_mean.loc[hier.bottom_ids], final_scales, all_errors, hier.S(),
-            hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed)
+            hier.node_ids, hier.bottom_ids, settings.n_paths, settings.seed,
+            renewal=_intermittent_patterns(series, final_classes, hier.bottom_ids))
     timings["sample paths"] = time.perf_counter() - clock
 
     choice = _model_choice(used, settings.combination, model_mase, final_classes, level_of,
@@ -743,6 +746,14 @@ def _weights(history: pd.DataFrame, allowed: pd.DataFrame, top_k: int | None = N
     return inverse.div(total.where(total > 0), axis=0).fillna(0)
 
 
+
+
+def _intermittent_patterns(history: pd.DataFrame, classes: pd.DataFrame, bottom_ids
+                           ) -> dict[str, renewal.RenewalHistory]:
+    """Intervals and sizes of the bottom series classified intermittent or lumpy as of the
+    end of ``history``: their sample paths follow their own pattern."""
+    ids = [u for u in bottom_ids if bool(classes["intermittent"].get(u, False))]
+    return renewal.renewal_histories(history, ids) if ids else {}
 
 
 def _mase_of(combined: pd.DataFrame, rows: pd.DataFrame, scales: pd.DataFrame,
