@@ -10,7 +10,6 @@ history to choose from. The final forecast uses every window.
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -18,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pharmalab.errors import PharmalabInputError
-from pharmalab.forecast import intervals, models, reconcile, renewal
+from pharmalab.forecast import combine, intervals, models, reconcile, renewal
 from pharmalab.forecast.demand import classify_demand
 from pharmalab.forecast.hierarchy import Hierarchy, build_hierarchy
 from pharmalab.forecast.metrics import (
@@ -32,20 +31,6 @@ from pharmalab.sales import check_series
 DEFAULT_QUANTILES = tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 
-#: Models whose mean MASE over a level's series in the earlier windows exceeds this multiple
-#: of the level's best model's are left out of the trimmed combination (forecast pooling,
-#: Kourentzes, Barrow & Petropoulos 2019). On the forecast suite (benchmarks/RESULTS.md
-#: "Forecast suite") choosing per level between the full and the trimmed combination by the
-#: earlier windows is no worse than the full one on any of the nine sets at 1.3 (mean ratio
-#: 0.976 → 0.965); at 1.2 and 1.15 the pharmacy's weekly set loses 2%.
-TRIM_RATIO = 1.3
-
-#: A model forecasts a series alone when, over every earlier backtest window, its MASE is at
-#: most this fraction of the combination's and no worse in any window: a combination
-#: protects against one model gone astray, but it must not drown a model that has clearly
-#: found the series' pattern (e.g. the phase of a sale every 10 days, which no model with a
-#: 7-day season sees; a median of flat forecasts turns it into a daily trickle).
-DOMINANCE_RATIO = 0.5
 
 
 @dataclass(frozen=True)
@@ -77,7 +62,7 @@ class ForecastSettings:
         MASE of earlier windows); ``top_k`` keeps only the k models with the lowest backtest
         MASE per series (None: all). Either way, a model whose MASE in every earlier window
         is no worse than the combination's and on average at most
-        :data:`DOMINANCE_RATIO` (½) of it forecasts its series alone.
+        :data:`~pharmalab.forecast.combine.DOMINANCE_RATIO` (½) of it forecasts its series alone.
     trim_ratio
         A second combination leaves out the models whose mean MASE over a hierarchy level's
         series in the earlier windows exceeds ``trim_ratio`` × the level's best model's; a
@@ -100,7 +85,7 @@ class ForecastSettings:
     tolerance: float = 0.02
     combination: str = "median"
     top_k: int | None = None
-    trim_ratio: float | None = TRIM_RATIO
+    trim_ratio: float | None = combine.TRIM_RATIO
     n_jobs: int = 2
     seed: int = 0
 
@@ -361,7 +346,7 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     scales = {c: seasonal_scales(series[series["ds"] <= c], season_length) for c in cutoffs}
     classes = {c: classify_demand(series[series["ds"] <= c]).set_index("unique_id")
                for c in cutoffs}
-    model_mase = _model_mase(base_cv, model_cols, scales)
+    model_mase = combine.model_mase(base_cv, model_cols, scales)
     probs = intervals.interval_probs(settings.quantiles, settings.levels)
     rec_history, chosen_rows, decisions = [], [], []
     default = ("TopDown_forecast_proportions" if hier.is_strict
@@ -372,22 +357,23 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     strong_mase: list[pd.DataFrame] = []
     for k, cutoff in enumerate(cutoffs):
         rows = base_cv[base_cv["cutoff"] == cutoff]
-        allowed = _allowed(rows["unique_id"].unique(), model_cols, classes[cutoff])
+        allowed = combine.allowed_models(rows["unique_id"].unique(), model_cols, classes[cutoff])
         earlier_mase = model_mase[model_mase["cutoff"] < cutoff]
-        weights = _weights(earlier_mase, allowed, settings.top_k)
-        pooled, _ = _combine(rows, weights, allowed, model_cols, settings.combination)
-        combination_mase.append(_mase_of(pooled, rows, scales[cutoff], cutoff))
+        weights = combine.weights(earlier_mase, allowed, settings.top_k)
+        pooled, _ = combine.combine(rows, weights, allowed, model_cols, settings.combination)
+        combination_mase.append(combine.mase_of(pooled, rows, scales[cutoff], cutoff))
         if settings.trim_ratio is not None:
-            strong = _trimmed(earlier_mase, allowed, level_of, settings.trim_ratio)
-            pooled_strong, _ = _combine(rows, _weights(earlier_mase, strong, settings.top_k),
-                                        strong, model_cols, settings.combination)
-            strong_mase.append(_mase_of(pooled_strong, rows, scales[cutoff], cutoff))
-            pick = _strong_levels(pd.concat(combination_mase[:-1]) if k else None,
+            strong = combine.trimmed(earlier_mase, allowed, level_of, settings.trim_ratio)
+            pooled_strong, _ = combine.combine(
+                rows, combine.weights(earlier_mase, strong, settings.top_k), strong,
+                model_cols, settings.combination)
+            strong_mase.append(combine.mase_of(pooled_strong, rows, scales[cutoff], cutoff))
+            pick = combine.trimmed_levels(pd.concat(combination_mase[:-1]) if k else None,
                                   pd.concat(strong_mase[:-1]) if k else None, level_of)
-            pooled = _pick_rows(pooled, pooled_strong, pick)
-        dominant = _dominant_models(earlier_mase, pd.concat(combination_mase[:-1])
+            pooled = combine.pick_rows(pooled, pooled_strong, pick)
+        dominant = combine.dominant_models(earlier_mase, pd.concat(combination_mase[:-1])
                                     if k else None, allowed)
-        combined = _alone(pooled, rows, dominant)
+        combined = combine.alone(pooled, rows, dominant)
         wide = combined.pivot(index="unique_id", columns="ds", values="mean")
         earlier = (pd.concat(chosen_rows) if chosen_rows else None)
         candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=earlier)
@@ -447,21 +433,23 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     clock = time.perf_counter()
     base = run.base_final
     final_classes = classify_demand(series).set_index("unique_id")
-    allowed = _allowed(base["unique_id"].unique(), model_cols, final_classes)
-    weights = _weights(model_mase, allowed, settings.top_k)
-    pooled, used = _combine(base, weights, allowed, model_cols, settings.combination)
+    allowed = combine.allowed_models(base["unique_id"].unique(), model_cols, final_classes)
+    weights = combine.weights(model_mase, allowed, settings.top_k)
+    pooled, used = combine.combine(base, weights, allowed, model_cols, settings.combination)
     pick = pd.Series(dtype=bool)
     if settings.trim_ratio is not None:
-        strong = _trimmed(model_mase, allowed, level_of, settings.trim_ratio)
-        pooled_strong, used_strong = _combine(base, _weights(model_mase, strong, settings.top_k),
-                                              strong, model_cols, settings.combination)
-        pick = _strong_levels(pd.concat(combination_mase), pd.concat(strong_mase), level_of)
-        pooled = _pick_rows(pooled, pooled_strong, pick)
+        strong = combine.trimmed(model_mase, allowed, level_of, settings.trim_ratio)
+        pooled_strong, used_strong = combine.combine(
+            base, combine.weights(model_mase, strong, settings.top_k), strong, model_cols,
+            settings.combination)
+        pick = combine.trimmed_levels(pd.concat(combination_mase), pd.concat(strong_mase),
+                                      level_of)
+        pooled = combine.pick_rows(pooled, pooled_strong, pick)
         swap = [u for u in used.index if bool(pick.get(u, False))]
         used.loc[swap] = used_strong.reindex(swap).to_numpy()
-    dominant = _dominant_models(model_mase, pd.concat(combination_mase), allowed)
-    combined = _alone(pooled, base, dominant)
-    used = _used_alone(used, dominant)
+    dominant = combine.dominant_models(model_mase, pd.concat(combination_mase), allowed)
+    combined = combine.alone(pooled, base, dominant)
+    used = combine.used_alone(used, dominant)
     wide = combined.pivot(index="unique_id", columns="ds", values="mean")
     candidates = reconcile.reconcile(wide, hier, settings.reconcilers, errors=chosen)
     reported = pd.concat(rec_history)
@@ -650,234 +638,12 @@ def _with_fallback_final(base, series, final_ids, last, h, offset, season_length
     return pd.concat([f for f in (base, *rows) if len(f)], ignore_index=True)
 
 
-def _model_mase(base_cv: pd.DataFrame, model_cols: list[str], scales: dict) -> pd.DataFrame:
-    """MASE of each base model per (unique_id, cutoff)."""
-    parts = []
-    for cutoff, rows in base_cv.groupby("cutoff"):
-        err = rows[model_cols].sub(rows["y"], axis=0).abs().groupby(rows["unique_id"]).mean()
-        scale = scales[cutoff]["mae_scale"].reindex(err.index)
-        mase = err.div(scale.where(scale > 0), axis=0)
-        parts.append(mase.assign(cutoff=cutoff).reset_index())
-    return pd.concat(parts, ignore_index=True)
-
-
-def _allowed(ids, model_cols: list[str], classes: pd.DataFrame) -> pd.DataFrame:
-    """Which models may forecast which series (True/False, index unique_id)."""
-    intermittent = classes["intermittent"].reindex(ids).astype("boolean").fillna(False)
-    intermittent = intermittent.astype(bool)
-    out = pd.DataFrame(True, index=pd.Index(ids, name="unique_id"), columns=model_cols)
-    for m in models.INTERMITTENT_MODELS:
-        if m in out:
-            out[m] = intermittent.to_numpy()
-    return out
-
-
-def _trimmed(history: pd.DataFrame, allowed: pd.DataFrame, level_of: dict,
-             trim: float) -> pd.DataFrame:
-    """``allowed`` without the models whose mean MASE over a level's series in the earlier
-    windows exceeds ``trim`` × the level's best model's."""
-    cols = list(allowed.columns)
-    rows = history[history["unique_id"].isin(allowed.index)]
-    if rows.empty:
-        return allowed
-    ok = allowed.reindex(rows["unique_id"]).to_numpy(dtype=bool)
-    values = rows[cols].where(ok)
-    level = rows["unique_id"].map(level_of).to_numpy()
-    out = allowed.copy()
-    for name, part in values.groupby(level):
-        means = part.mean()
-        means = means[part.notna().mean() >= 0.99]
-        if means.empty or not np.isfinite(means.min()):
-            continue
-        weak = means.index[means > trim * means.min()]
-        members = [u for u in out.index if level_of.get(u) == name]
-        out.loc[members, list(weak)] = False
-    empty = ~out.any(axis=1)
-    out.loc[empty] = allowed.loc[empty]
-    return out
-
-
-def _strong_levels(all_mase: pd.DataFrame | None, strong_mase: pd.DataFrame | None,
-                   level_of: dict) -> pd.Series:
-    """Per series (bool): its level's trimmed combination did better in earlier windows."""
-    if all_mase is None or strong_mase is None or all_mase.empty:
-        return pd.Series(dtype=bool)
-    a = all_mase.set_index(["unique_id", "cutoff"])["mase"]
-    b = strong_mase.set_index(["unique_id", "cutoff"])["mase"].reindex(a.index)
-    level = pd.Series(a.index.get_level_values("unique_id").map(level_of), index=a.index)
-    better = (b.groupby(level.to_numpy()).mean() < a.groupby(level.to_numpy()).mean())
-    ids = pd.Index(a.index.get_level_values("unique_id").unique())
-    return pd.Series(ids.map(level_of).map(better).fillna(False).astype(bool), index=ids)
-
-
-def _pick_rows(first: pd.DataFrame, second: pd.DataFrame, pick: pd.Series) -> pd.DataFrame:
-    """``first`` with the rows of the series where ``pick`` is True taken from ``second``."""
-    if pick.empty or not pick.any():
-        return first
-    mask = first["unique_id"].map(pick).fillna(False).to_numpy(dtype=bool)
-    other = second.set_index(["unique_id", "ds"])["mean"]
-    keys = pd.MultiIndex.from_frame(first.loc[mask, ["unique_id", "ds"]])
-    out = first.copy()
-    out.loc[mask, "mean"] = other.reindex(keys).to_numpy()
-    return out
-
-
-def _weights(history: pd.DataFrame, allowed: pd.DataFrame, top_k: int | None = None
-             ) -> pd.DataFrame:
-    """Combination weights ∝ 1 / mean MASE of earlier windows; equal without history.
-
-    With ``top_k``, only the k best models of each series keep a weight.
-    """
-    if history.empty:
-        mase = pd.DataFrame(np.nan, index=allowed.index, columns=allowed.columns)
-    else:
-        mase = history.groupby("unique_id")[list(allowed.columns)].mean().reindex(allowed.index)
-    inverse = 1 / mase.clip(lower=1e-3)
-    no_history = inverse.isna().all(axis=1)
-    inverse = inverse.fillna(0)
-    inverse.loc[no_history] = 1.0
-    inverse = inverse.where(allowed, 0)
-    if top_k is not None:
-        rank = inverse.rank(axis=1, ascending=False, method="first")
-        inverse = inverse.where(rank <= top_k, 0)
-    total = inverse.sum(axis=1)
-    # A model with no score for a series (it could not run) gets no weight; a series with no
-    # usable score at all gets equal weights over the models that did run.
-    return inverse.div(total.where(total > 0), axis=0).fillna(0)
-
-
-
-
 def _intermittent_patterns(history: pd.DataFrame, classes: pd.DataFrame, bottom_ids
                            ) -> dict[str, renewal.RenewalHistory]:
     """Intervals and sizes of the bottom series classified intermittent or lumpy as of the
     end of ``history``: their sample paths follow their own pattern."""
     ids = [u for u in bottom_ids if bool(classes["intermittent"].get(u, False))]
     return renewal.renewal_histories(history, ids) if ids else {}
-
-
-def _mase_of(combined: pd.DataFrame, rows: pd.DataFrame, scales: pd.DataFrame,
-             cutoff) -> pd.DataFrame:
-    """MASE of a window's combined forecast per series: ``unique_id, cutoff, mase``."""
-    actual = rows[["unique_id", "ds", "y"]].drop_duplicates(["unique_id", "ds"])
-    err = combined.merge(actual, on=["unique_id", "ds"])
-    mae = (err["mean"] - err["y"]).abs().groupby(err["unique_id"]).mean()
-    scale = scales["mae_scale"].reindex(mae.index)
-    return pd.DataFrame({"unique_id": mae.index, "cutoff": cutoff,
-                         "mase": (mae / scale.where(scale > 0)).to_numpy()})
-
-
-def _dominant_models(history: pd.DataFrame, combination: pd.DataFrame | None,
-                     allowed: pd.DataFrame) -> pd.Series:
-    """Per series, the model that beats the combination by :data:`DOMINANCE_RATIO` in the
-    earlier windows (index ``unique_id``; empty string: none).
-
-    ``history`` holds each model's MASE per (``unique_id``, ``cutoff``), ``combination`` the
-    combination's; both from windows before the one being forecast only.
-    """
-    none = pd.Series("", index=allowed.index, dtype="object")
-    if combination is None or history.empty or combination.empty:
-        return none
-    cols = list(allowed.columns)
-    combo = combination.set_index(["unique_id", "cutoff"])["mase"]
-    per_window = history.set_index(["unique_id", "cutoff"])[cols]
-    per_window = per_window.reindex(combo.index)
-    mean_model = per_window.groupby(level="unique_id").mean().reindex(allowed.index)
-    mean_model = mean_model.where(allowed)
-    mean_combo = combo.groupby(level="unique_id").mean().reindex(allowed.index)
-    best = mean_model.fillna(np.inf).idxmin(axis=1)
-    out = none.copy()
-    for uid in allowed.index:
-        model = best[uid]
-        if not np.isfinite(mean_model.loc[uid, model]) or not mean_combo[uid] > 0:
-            continue
-        windows = per_window.loc[uid]
-        own = windows[model].to_numpy()
-        theirs = combo.loc[uid].reindex(windows.index).to_numpy()
-        if (np.isfinite(own).all() and (own <= theirs).all()
-                and mean_model.loc[uid, model] <= DOMINANCE_RATIO * mean_combo[uid]):
-            out[uid] = model
-    return out
-
-
-def _alone(combined: pd.DataFrame, rows: pd.DataFrame, dominant: pd.Series) -> pd.DataFrame:
-    """``combined`` with each series that has a dominant model forecast by that model."""
-    picked = dominant.reindex(combined["unique_id"]).fillna("").to_numpy()
-    if not (picked != "").any():
-        return combined
-    out = combined.copy()
-    values = rows.set_index(["unique_id", "ds"])
-    for model in set(picked) - {""}:
-        mask = picked == model
-        keys = pd.MultiIndex.from_frame(out.loc[mask, ["unique_id", "ds"]])
-        alone = values[model].reindex(keys).to_numpy(dtype="float64")
-        out.loc[mask, "mean"] = np.where(np.isnan(alone), out.loc[mask, "mean"],
-                                         np.maximum(alone, 0))
-    return out
-
-
-def _used_alone(used: pd.DataFrame, dominant: pd.Series) -> pd.DataFrame:
-    """Effective weights with a dominant model's series weighted 1 on that model."""
-    out = used.copy()
-    for uid, model in dominant.items():
-        if model and uid in out.index and model in out.columns:
-            out.loc[uid] = 0.0
-            out.loc[uid, model] = 1.0
-    return out
-
-
-def _combine(rows: pd.DataFrame, weights: pd.DataFrame, allowed: pd.DataFrame,
-             model_cols: list[str], how: str = "median") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Combine each row's base forecasts (each clipped at 0: demand is never negative).
-
-    ``how="median"``: the median of the models with a weight; ``"inverse_mase"``: their
-    weighted mean. A model missing for a series (it could not run there) is left out and the
-    weights renormalized; a series whose weighted models are all missing (e.g. scored only by
-    the naive fallback in the backtest) gets equal weights over its *allowed* models that ran.
-
-    Returns
-    -------
-    (combined, used)
-        ``unique_id, ds, mean`` rows, and the effective weights per series (index
-        ``unique_id``, one column per model, rows sum to 1; for the median, 1/k on each of the
-        k models whose median is taken).
-    """
-    values = np.maximum(rows.reindex(columns=model_cols).to_numpy(dtype="float64"), 0)
-    present = pd.DataFrame(~np.isnan(values), columns=model_cols).groupby(
-        rows["unique_id"].to_numpy()).all()
-    ok = allowed.reindex(present.index).fillna(False).astype(bool) & present
-    w = weights.reindex(present.index).fillna(0).where(ok, 0)
-    total = w.sum(axis=1)
-    equal = ok.astype("float64").div(ok.sum(axis=1).where(ok.sum(axis=1) > 0), axis=0)
-    w = w.div(total.where(total > 0), axis=0)
-    w.loc[total <= 0] = equal.loc[total <= 0]
-    w = w.fillna(0)
-    if how == "median":
-        used = (w > 0).astype("float64")
-        used = used.div(used.sum(axis=1).where(used.sum(axis=1) > 0), axis=0).fillna(0)
-    else:
-        used = w
-    per_row = used.reindex(rows["unique_id"]).to_numpy()
-    if how == "median":
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a row with no model: below
-            mean = np.nanmedian(np.where(per_row > 0, values, np.nan), axis=1)
-    else:
-        weighted = np.where(per_row > 0, values, np.nan) * per_row
-        mean = np.where(np.isnan(weighted).all(axis=1), np.nan, np.nansum(weighted, axis=1))
-    # A row no model forecast is never a forecast of 0: the short-history fallback stands in,
-    # and if it did not run either that is a defect to see, not a number to trust.
-    missing = np.isnan(mean)
-    if missing.any() and models.FALLBACK in model_cols:
-        mean[missing] = values[missing, model_cols.index(models.FALLBACK)]
-        missing = np.isnan(mean)
-    if missing.any():
-        uid = rows["unique_id"].to_numpy()[np.flatnonzero(missing)[0]]
-        raise RuntimeError(f"series {uid!r}: no model produced a forecast for "
-                           f"{int(missing.sum())} period(s); please report this")
-    combined = pd.DataFrame({"unique_id": rows["unique_id"].to_numpy(),
-                             "ds": rows["ds"].to_numpy(), "mean": mean})
-    return combined, used
 
 
 def _long(wide: pd.DataFrame) -> pd.DataFrame:
@@ -924,7 +690,7 @@ def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, fina
         if model and uid in out.index:
             out.loc[uid, "combination"] = (
                 f"{model} alone (backtest MASE {mean_mase.loc[uid, model]:.2f}: at most "
-                f"{DOMINANCE_RATIO:g}× the combination's in every earlier window)")
+                f"{combine.DOMINANCE_RATIO:g}× the combination's in every earlier window)")
     scored = mean_mase.where(used > 0)
     out["best_model"] = scored.fillna(np.inf).idxmin(axis=1).where(
         scored.notna().any(axis=1), used.idxmax(axis=1))
