@@ -183,7 +183,8 @@ def sample_paths(bottom: pd.DataFrame, scales: pd.Series, errors: pd.DataFrame,
         ``unique_id`` (str), ``ds`` (datetime64), ``path`` (int32, 0…n_paths−1), ``y``
         (float64 ≥ 0). Each path's aggregate rows equal the sum of its bottom rows; the mean
         over paths of a bottom series equals its reconciled mean (paths cut at zero are
-        rescaled per period so that the cut adds no bias).
+        rescaled per period so that the cut adds no bias), except for the ``renewal``
+        series, whose paths follow their own pattern.
     """
     rng = np.random.default_rng(seed)
     horizon = bottom.shape[1]

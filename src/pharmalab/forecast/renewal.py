@@ -62,7 +62,9 @@ def renewal_paths(pattern: RenewalHistory, horizon: int, n_paths: int,
 
     The first demand comes after an interval drawn among the historical intervals longer
     than ``elapsed`` (the age of the current interval; all of them if none is), less
-    ``elapsed``; later intervals and every size are drawn from their histories.
+    ``elapsed``; later intervals and every size are drawn from their histories (Croston
+    1972; Willemain, Smart & Schwarz 2004, without their jitter). Sizes are in the unit of
+    ``y``; periods are the series' own.
     """
     out = np.zeros((n_paths, horizon))
     longer = pattern.intervals[pattern.intervals > pattern.elapsed]
