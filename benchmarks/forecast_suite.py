@@ -34,8 +34,9 @@ suite ≤ 0.95 ×; 80% coverage in [0.75, 0.85] on each; wall time of ``forecast
 AutoETS baseline's ``cross_validation`` on each (with fitted values where there is a
 hierarchy, as the reconciled baselines need them).
 
-Usage: python benchmarks/forecast_suite.py [--sets visnights,prison,…]  (writes the
-"Forecast suite" section of benchmarks/RESULTS.md when every set ran)
+Usage: python benchmarks/forecast_suite.py [--sets visnights,prison,…] [--models M1,M2,…]
+(writes the "Forecast suite" section of benchmarks/RESULTS.md when every set ran; with
+``--models``, a section of its own named after them)
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ from forecast_pbs import (  # noqa: E402
 )
 
 from pharmalab.forecast import ForecastSettings, build_hierarchy, forecast  # noqa: E402
+from pharmalab.forecast.models import default_models  # noqa: E402
 from pharmalab.sales import read_sales_csv, read_wide_csv  # noqa: E402
 
 START = time.perf_counter()
@@ -231,9 +233,14 @@ def _structure(ds: DataSet):
     return None, series, {uid: "Series" for uid in series["unique_id"].unique()}, []
 
 
-def run_set(ds: DataSet) -> dict:
-    """Baselines and ours on one set: a dict of the numbers the report shows."""
+def run_set(ds: DataSet, models: tuple[str, ...] | None = None) -> dict:
+    """Baselines and ours on one set: a dict of the numbers the report shows (``models``:
+    our base models, None for the default set; names after a leading ``+`` are added to the
+    default set, e.g. ``("+AutoCES", "DynamicOptimizedTheta")``)."""
     hier, series, level_of, levels = _structure(ds)
+    if models and models[0].startswith("+"):  # as the pipeline counts: every node
+        models = default_models(series["unique_id"].nunique(), ds.season_length) + (
+            models[0][1:], *models[1:])
     say(f"{ds.name}: {series['unique_id'].nunique()} series, "
         f"{series.groupby('unique_id').size().max()} periods")
     rows, seconds, cutoffs = [], {}, None
@@ -254,7 +261,7 @@ def run_set(ds: DataSet) -> dict:
     best = table.iloc[0]
 
     settings = ForecastSettings(horizon=ds.horizon, backtest_windows=ds.windows,
-                                step=ds.horizon)
+                                step=ds.horizon, models=models)
     clock = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -285,6 +292,7 @@ def run_set(ds: DataSet) -> dict:
         "reconciliation": ", ".join(result.reconciliation["method"].astype(str)),
         "choices": choice.value_counts().to_dict(),
         "table": table,
+        "model_choice": result.model_choice,
     }
     say(f"  ours {ours['mase']:.4f} vs {out['baseline']} {best['mase']:.4f}: "
         f"{out['ratio']:.3f}×; coverage 80% {out['coverage_80']:.3f}; "
@@ -296,7 +304,7 @@ def run_set(ds: DataSet) -> dict:
 # Report
 # --------------------------------------------------------------------------------------------
 
-def report(results: list[dict]) -> str:
+def report(results: list[dict], models: tuple[str, ...] | None = None) -> str:
     ratios = np.array([r["ratio"] for r in results])
     checks = [
         ("every set: mean MASE ≤ 1.00 × best baseline", (ratios <= 1.0).all(),
@@ -325,8 +333,10 @@ def report(results: list[dict]) -> str:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=HERE).stdout.strip()
     lines = [f"- {'PASS' if ok else 'FAIL'} — {name}: {text}" for name, ok, text in checks]
+    command = "python benchmarks/forecast_suite.py" + (
+        f" --models {','.join(models)}" if models else "")
     return f"""
-Run on {dt.date.today()} with `python benchmarks/forecast_suite.py`; 2 cores, code: commit
+Run on {dt.date.today()} with `{command}`; 2 cores, code: commit
 {commit}. Sets, windows and baselines: see the module docstring. Ratio = our mean MASE / the
 best baseline's (the lowest mean MASE of SeasonalNaive, AutoETS, AutoTheta, each
 unreconciled and, with a hierarchy, BottomUp / MinTrace `wls_var` / `mint_shrink`); time
@@ -351,17 +361,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sets", default=",".join(SETS),
                         help=f"comma-separated, from {', '.join(SETS)}")
+    parser.add_argument("--models", default=None,
+                        help="comma-separated base models for ours (default: the pipeline's "
+                             "default set; a leading + adds them to it); the report goes "
+                             "to its own section")
     args = parser.parse_args()
+    models = tuple(m for m in args.models.split(",") if m) if args.models else None
     names = [s for s in args.sets.split(",") if s]
     unknown = set(names) - set(SETS)
     if unknown:
         parser.error(f"unknown sets: {', '.join(sorted(unknown))}")
-    results = [run_set(SETS[name]()) for name in names]
-    text = report(results)
+    results = [run_set(SETS[name](), models) for name in names]
+    text = report(results, models)
     print(text)
     if names == list(SETS):
-        update_section("Forecast suite", text)
-        say("wrote the Forecast suite section of benchmarks/RESULTS.md")
+        section = "Forecast suite" + (f", models {', '.join(models)}" if models else "")
+        update_section(section, text)
+        say(f"wrote the {section} section of benchmarks/RESULTS.md")
 
 
 if __name__ == "__main__":

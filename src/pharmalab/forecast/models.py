@@ -21,7 +21,16 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 SMOOTH_MODELS = ("SeasonalNaive", "AutoETS", "AutoTheta")
 INTERMITTENT_MODELS = ("CrostonSBA", "ADIDA", "TSB")
 GLOBAL_MODELS = ("LightGBM",)
-OPTIONAL_MODELS = ("AutoARIMA",)
+#: AutoCES and DynamicOptimizedTheta make, with AutoETS and AutoARIMA, SCUM — the median of
+#: ETS, CES, ARIMA and DOTM (Petropoulos & Svetunkov 2020, a top-ranked M4 benchmark). Added
+#: to the default set they lower the forecast suite's mean MASE ratio to the best baseline
+#: from 0.965 to 0.950 and the worst set's from 1.048 to 1.010 (benchmarks/RESULTS.md
+#: "Forecast suite, models +AutoCES, DynamicOptimizedTheta"), but both extrapolate trends
+#: upwards on PBS's bottom series (+4% and +5% against +0.4% for AutoETS): the median's bias
+#: rises from +1.9% to +2.6%, and the supply policy planned from it over-achieves its 95% fill
+#: rate (97.5%, outside the ±2 points the supply benchmark holds it to). They are on request
+#: (``models=``) until that is corrected.
+OPTIONAL_MODELS = ("AutoARIMA", "AutoCES", "DynamicOptimizedTheta")
 DEFAULT_MODELS = SMOOTH_MODELS + INTERMITTENT_MODELS + GLOBAL_MODELS
 KNOWN_MODELS = DEFAULT_MODELS + OPTIONAL_MODELS
 FALLBACK = "Short-history fallback"
@@ -83,6 +92,10 @@ def local_models(names: Sequence[str], season_length: int, backtest: bool = Fals
                 out.append(sm.AutoETS(season_length=season_length))
         elif name == "AutoTheta":
             out.append(sm.AutoTheta(season_length=season_length))
+        elif name == "AutoCES":
+            out.append(sm.AutoCES(season_length=season_length, alias="AutoCES"))
+        elif name == "DynamicOptimizedTheta":
+            out.append(sm.DynamicOptimizedTheta(season_length=season_length))
         elif name == "AutoARIMA":
             out.append(_auto_arima(season_length, approximate=backtest))
         elif name == "CrostonSBA":
