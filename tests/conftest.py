@@ -155,3 +155,14 @@ def gibleed_demo_cohorts(tmp_path_factory, gibleed_csv_db):
     cohorts.generate_cohorts(db, cohorts.read_cohort_set(folder))
     yield db
     db.con.disconnect()
+
+
+@pytest.fixture(scope="session")
+def demo_results(tmp_path_factory):
+    """The demo study run once per session: its RunResult (results in ``result.out``).
+
+    Tests read it and must not change it.
+    """
+    from pharmalab.study import demo_study_path, run
+
+    return run(demo_study_path(), tmp_path_factory.mktemp("demo") / "demo")

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import DATA, GIBLEED_TAR, need
 from pharmalab.errors import StudyConfigError
-from pharmalab.study import demo_study_path, read_study, run
+from pharmalab.study import read_study, run
 
 
 def _write(tmp_path, text: str):
@@ -115,10 +115,10 @@ source = "no_such_cdm.zip"
     assert (tmp_path / "out" / "report.html").exists()
 
 
-def test_demo_study_runs_end_to_end(tmp_path):
-    result = run(demo_study_path(), tmp_path / "demo")
+def test_demo_study_runs_end_to_end(demo_results):
+    result = demo_results
     assert result.ok, [(s.name, s.error) for s in result.steps]
-    out = tmp_path / "demo"
+    out = result.out
     summary = json.loads((out / "cdm" / "cdm_summary.json").read_text())
     assert summary["persons"] == 2694
     tables = pd.read_csv(out / "cdm" / "cdm_tables.csv")

@@ -91,6 +91,25 @@ def run_cmd(
     _run_study(study, out)
 
 
+@app.command("serve")
+def serve_cmd(
+    results: Annotated[list[Path] | None, typer.Option(
+        "--results", help="A results folder to list besides the workspace (repeatable).")] = None,
+    workspace: Annotated[Path, typer.Option(
+        help="The workspace: results folders under it are listed; studies started in the "
+             "browser are written to WORKSPACE/runs.")] = Path("."),
+    host: Annotated[str, typer.Option(
+        help="Bind address. Anything but loopback requires PHARMALAB_WEB_TOKEN.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8787,
+) -> None:
+    """Serve the browser workspace: studies, cohorts, forecasts, plans; run studies."""
+    from pharmalab.web import serve
+
+    console.print(f"pharmalab serve: http://{host}:{port}/ (workspace {workspace.resolve()}; "
+                  "Ctrl-C to stop)", markup=False, highlight=False)
+    serve(workspace, results or [], host=host, port=port)
+
+
 def _run_study(study_path: Path, out: Path | None) -> None:
     from pharmalab.study import run
 
@@ -109,7 +128,8 @@ def _run_study(study_path: Path, out: Path | None) -> None:
         colour = {"ok": "green", "failed": "red"}.get(s.status, "yellow")
         table.add_row(s.title, f"[{colour}]{s.status}[/]", f"{s.seconds:.1f}", s.error or "")
     out_console.print(table)
-    out_console.print(f"report: {result.report}\nmanifest: {result.manifest}")
+    out_console.print(f"report: {result.report}\nmanifest: {result.manifest}\n"
+                      f"browse: pharmalab serve --results {result.out}")
     if not result.ok:
         raise _Exit(1)
 

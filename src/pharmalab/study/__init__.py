@@ -4,7 +4,7 @@ from importlib.resources import files
 from pathlib import Path
 
 from pharmalab.study.config import Study, read_study
-from pharmalab.study.runner import RunResult, StepRecord, run
+from pharmalab.study.runner import RunResult, StepRecord, check, run
 
 
 def demo_study_path() -> Path:
@@ -12,4 +12,4 @@ def demo_study_path() -> Path:
     return Path(str(files("pharmalab.study") / "demo" / "study.toml"))
 
 
-__all__ = ["RunResult", "StepRecord", "Study", "demo_study_path", "read_study", "run"]
+__all__ = ["RunResult", "StepRecord", "Study", "check", "demo_study_path", "read_study", "run"]

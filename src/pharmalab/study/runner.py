@@ -92,6 +92,31 @@ def run(
     return _run(study, study_path, out_dir, progress)
 
 
+def check(study_path: str | Path) -> list[tuple[str, str]]:
+    """Validate a study as :func:`run` does before its first step, running and writing nothing.
+
+    Returns
+    -------
+    list of (name, title)
+        The steps the study would run, in order (e.g. ``("cohorts", "Cohorts")``).
+
+    Raises
+    ------
+    StudyConfigError, PharmalabInputError
+        The errors :func:`run` (and ``pharmalab run``) would stop with: an invalid study file,
+        cohort set, design or settings, with the file and key named.
+    """
+    study_path = Path(study_path).resolve()
+    study = read_study(study_path)
+    ctx = StepContext(study=study, study_dir=study_path.parent,
+                      out=(study_path.parent / study.study.out).resolve())
+    try:
+        preflight(ctx)
+    finally:
+        ctx.close()
+    return [(s.name, s.title) for s in plan_steps(study)]
+
+
 def _run(study: Study, study_path: Path, out_dir: Path, progress) -> RunResult:
     started = _dt.datetime.now(_dt.UTC)
     ctx = StepContext(study=study, study_dir=study_path.parent, out=out_dir)
