@@ -375,8 +375,9 @@ def _mark(results: Path, study_toml: Path, status: str) -> None:
     folder never looks complete."""
     manifest = _read_json(results / "manifest.json") or {
         "study": _study_name(study_toml), "started": _now(), "steps": []}
-    if manifest.get("status") in ("ok", "failed") and status == "cancelled":
+    if manifest.get("status") == "ok" and status == "cancelled":
         return  # it finished before the cancel arrived
+    # A step interrupted by the cancel may have been recorded as failed: the run was cancelled.
     manifest["status"] = status
     manifest["finished"] = _now()
     results.mkdir(parents=True, exist_ok=True)

@@ -7,18 +7,27 @@ A separate process, so that a cancel can stop it whatever it is doing (a Spark j
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
+
+
+def _on_cancel(signum, frame) -> None:
+    """SIGTERM (a cancel) unwinds like an error, so temporary files are removed on the way; a
+    step that turns the interrupt into its own failure (DuckDB does) must not let the study
+    run on, so the process ends 3 s later whatever it is doing."""
+    threading.Timer(3.0, os._exit, args=(128 + signum,)).start()
+    sys.exit(128 + signum)
 
 
 def main(argv: list[str]) -> int:
     from pharmalab.errors import PharmalabInputError
     from pharmalab.study import check, run
 
-    # SIGTERM (a cancel) unwinds like an error, so temporary files are removed on the way.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    signal.signal(signal.SIGTERM, _on_cancel)
     study, out, progress_path = (Path(a) for a in argv)
 
     def event(**fields) -> None:
