@@ -140,7 +140,8 @@ def main() -> None:
              f"{os.cpu_count()} cores, Python {platform.python_version()}. Server time = the "
              "app's `Server-Timing` (request in → response headers out); wall = the client's "
              f"(loopback). {n} requests per row after one warm-up. PBS folder: "
-             f"{len(series)} series, {len(paths):,} sample-path rows. The server reads each forecast "
+             f"{len(series)} series, {len(paths):,} sample-path rows. The server reads each "
+             "forecast "
              "folder's Parquet files once and indexes their series' rows (in the background "
              "when it starts; about 1.5 s for this PBS folder), then a request takes only its "
              f"rows: the first PBS series opened 5 s after the start took {first[0]:.0f} ms.",

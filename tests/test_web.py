@@ -332,7 +332,7 @@ def test_upload_errors_are_shown_on_the_page(server, page):
                                             '"duckdb:///tmp/elsewhere.duckdb"'), [])
     page.locator("#validate").click()
     page.wait_for_function("document.querySelector('.field-error[data-field=\"study_toml\"]')"
-                           ".textContent.includes('inside the workspace')")
+                           ".textContent.includes('inside this run')")
 
 
 # -- security --------------------------------------------------------------------------------
@@ -448,3 +448,96 @@ def test_two_runs_side_by_side(server, page):
     row = counts.locator("tbody tr", has_text="569").first.inner_text().split("\t")
     assert row[:3] == ["2", "569", "569"] and row[-1] == "0"  # cohort 2 unchanged
     assert page.locator(".table-block", has_text="Incidence, all persons").count() == 1
+
+
+def test_a_browser_run_reads_and_writes_only_where_it_may(tmp_path):
+    """A run from the browser writes its DuckDB database only in its own folder (any spelling of
+    the URL) and reads no patient-level file, also through a Cohorts.csv's json_path."""
+    from pharmalab.web.runs import Runs, UploadError
+
+    support = tmp_path / "other_study" / "journey" / "support_list.csv"
+    support.parent.mkdir(parents=True)
+    support.write_text("person_id\n1\n")
+    runs = Runs(tmp_path)
+    cohort = {"2.json": (COHORTS / "2.json").read_text()}
+
+    def refusal(study: str, cohorts: dict = cohort) -> str:
+        with pytest.raises(UploadError) as caught:
+            runs.validate(study, cohorts)
+        return " ".join(error.message for error in caught.value.errors)
+
+    assert [step for step, _ in runs.validate(BROWSER_STUDY, cohort)] == [
+        "cdm_load", "cdm_check", "cohorts"]
+    for url in ("x.duckdb", "DUCKDB:///{out}/cdm.duckdb", "duckdb://../other/cdm.duckdb",
+                "duckdb://~/cdm.duckdb", f"duckdb://{tmp_path}/other_study/cdm.duckdb"):
+        study = BROWSER_STUDY.replace("duckdb:///{out}/cdm.duckdb", url)
+        assert "inside this run's folder" in refusal(study), url
+    study = BROWSER_STUDY.replace('path = "cohorts"',
+                                  'path = "../../other_study/journey/support_list.csv"')
+    assert "is patient-level data" in refusal(study)
+    catalogue = {"Cohorts.csv": "cohort_id,cohort_name,json_path\n"
+                                "2,leak,../../../other_study/journey/support_list.csv\n"
+                                "3,away,../../../../etc/passwd\n"}
+    message = refusal(BROWSER_STUDY.replace('path = "cohorts"', 'path = "cohorts/Cohorts.csv"'),
+                      catalogue)
+    assert "support_list.csv' is patient-level data" in message
+    assert "passwd' is outside the workspace" in message
+    assert "at most 500" in refusal(BROWSER_STUDY, {f"{i}.json": "{}" for i in range(501)})
+    assert "cohort file name" in refusal(BROWSER_STUDY, {"2.json\n": "{}"})
+    assert not list(tmp_path.glob("runs/*"))  # validation leaves nothing behind
+
+
+def test_a_malformed_study_folder_does_not_break_the_list(tmp_path, demo_results):
+    """A manifest with steps of the wrong type is listed, its study page opens, and an unknown
+    run answers 404; a new ?token= link wins over a stale cookie."""
+    from pharmalab.web import create_app
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "manifest.json").write_text(json.dumps(
+        {"study": "broken study", "status": "ok", "steps": "x", "cdm_source": 3,
+         "libraries": [], "settings": "y"}))
+    running = _Server(create_app(tmp_path, token=TOKEN))
+    try:
+        status, body = _get(f"{running.url}/?token={TOKEN}")
+        assert status == 200 and b"broken study" in body
+        stale = {"Cookie": "pharmalab_token=stale-token-0123456789"}
+        assert _get(f"{running.url}/?token={TOKEN}", stale)[0] == 200
+        assert _get(f"{running.url}/", stale)[0] == 401
+        status, _ = _get(f"{running.url}/study?id=0/broken&token={TOKEN}")
+        assert status == 200
+        assert _get(f"{running.url}/api/runs/20260101-000000-abcdef?token={TOKEN}")[0] == 404
+        assert _get(f"{running.url}/api/runs/..%2F..?token={TOKEN}")[0] == 404
+    finally:
+        running.stop()
+
+
+def test_compare_matches_rows_on_the_window_and_keeps_suppression(tmp_path, demo_results):
+    """Two runs whose incidence differs in one time-at-risk window: rows are matched on the
+    window, and a count suppressed in either run shows '—', as does its change."""
+    from pharmalab.web import pages
+    from pharmalab.web.workspace import Workspace
+
+    for name in ("a", "b"):
+        shutil.copytree(demo_results.out / "characterize", tmp_path / name / "characterize")
+        shutil.copy(demo_results.out / "manifest.json", tmp_path / name)
+    incidence = tmp_path / "b" / "characterize" / "incidence_summary.csv"
+    frame = pd.read_csv(incidence)
+    overall = frame["age_group_name"].isna() & frame["gender_name"].isna() \
+        & frame["start_year"].isna()
+    target = overall & (frame["tar_id"] == 2) & (frame["target_cohort_definition_id"] == 6)
+    assert target.sum() == 1
+    frame.loc[target, "person_outcomes"] = 130
+    frame.loc[target, "persons_at_risk_suppressed"] = True
+    frame.to_csv(incidence, index=False)
+    ws = Workspace(tmp_path)
+    a, b = sorted(ws.entries(), key=lambda e: e.path.name)
+    table = next(t for t in pages.compare(ws, a, b) if t.title == "Incidence, all persons")
+    rows = [dict(zip(table.columns, row, strict=True)) for row in table.rows]
+    assert len(rows) == int(overall.sum())  # one row per window, none duplicated
+    row = next(r for r in rows if r["target_cohort_definition_id"] == "6" and r["tar_id"] == "2")
+    assert (row["tar_start_offset"], row["tar_end_offset"]) == ("1", "365")
+    assert row["person_outcomes (A)"] == "124" and row["person_outcomes (B)"] == "130"
+    assert row["person_outcomes change"] == "6"
+    assert row["persons_at_risk (A)"] == "830" and row["persons_at_risk (B)"] == "—"
+    assert row["persons_at_risk change"] == "—"

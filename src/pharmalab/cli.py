@@ -35,6 +35,9 @@ marketing_app = typer.Typer(help="Marketing: marketing-mix model (ROI, contribut
                                  "curves, latent demand) and supply-aware budget allocation.",
                             no_args_is_help=True)
 app.add_typer(marketing_app, name="marketing")
+demand_app = typer.Typer(help="Demand from patients: a patient-flow forecast built from the "
+                              "CDM.", no_args_is_help=True)
+app.add_typer(demand_app, name="demand")
 
 # Options shared by the commands that read a CDM.
 CdmURL = Annotated[str, typer.Option("--cdm", help="Database URL of the CDM.")]
@@ -105,9 +108,11 @@ def serve_cmd(
     """Serve the browser workspace: studies, cohorts, forecasts, plans; run studies."""
     from pharmalab.web import serve
 
-    console.print(f"pharmalab serve: http://{host}:{port}/ (workspace {workspace.resolve()}; "
-                  "Ctrl-C to stop)", markup=False, highlight=False)
-    serve(workspace, results or [], host=host, port=port)
+    def announce(url: str) -> None:
+        console.print(f"pharmalab serve: {url} (workspace {workspace.resolve()}; Ctrl-C to stop)",
+                      markup=False, highlight=False)
+
+    serve(workspace, results or [], host=host, port=port, on_start=announce)
 
 
 def _run_study(study_path: Path, out: Path | None) -> None:
@@ -755,6 +760,66 @@ def _names(text: str | None) -> list[str] | None:
     if not names:
         raise PharmalabInputError(f"expected comma-separated names, got {text!r}")
     return names
+
+
+@demand_app.command("patients")
+def demand_patients(
+    cdm: CdmURL,
+    concept_id: Annotated[list[int], typer.Option(
+        "--concept-id", help="Drug concept (repeatable: one series each; descendants "
+                             "included).")],
+    out: Annotated[Path, typer.Option(help="Output folder (a forecast folder).")],
+    indication_cohort: Annotated[int | None, typer.Option(
+        "--indication-cohort", help="cohort_definition_id the starters must have entered "
+                                    "on or before their first fill.")] = None,
+    washout: Annotated[int, typer.Option(
+        min=0, help="Days of observation without the drug before a first fill.")] = 365,
+    permissible_gap: Annotated[int, typer.Option(
+        "--permissible-gap", min=0, help="Days that keep a treatment episode going.")] = 60,
+    measure: Annotated[str, typer.Option(help="days_supply or exposures.")] = "days_supply",
+    horizon: Annotated[int, typer.Option(min=1, max=120, help="Months ahead.")] = 12,
+    backtest_windows: Annotated[int, typer.Option(
+        "--backtest-windows", min=0, max=24,
+        help="Rolling-origin windows: patient flow vs the sales-series forecast.")] = 3,
+    scenario: Annotated[Path | None, typer.Option(
+        help="Scenario levers (TOML or JSON): starter_growth, competitor_launch/_share, "
+             "discontinuation_reduction/support_from, dose_factor/dose_from.")] = None,
+    paths: Annotated[int, typer.Option("--paths", min=50, max=2000)] = 200,
+    cdm_schema: CdmSchema = None,
+    vocab_schema: VocabSchema = None,
+    results_schema: ResultsSchema = None,
+    min_cell_count: MinCellCount = 5,
+) -> None:
+    """Patient-flow demand forecast: new starters × share on treatment × units per
+    patient-month, backtested against the CDM's dispensing beside the sales-series forecast;
+    writes a forecast folder (forecast.parquet, paths.parquet, backtest_metrics.csv, …) that
+    `pharmalab supply` reads, plus starters.csv, persistence.csv, flow_check.csv and
+    backtest_comparison.csv."""
+    from pharmalab.demand import FlowSettings
+    from pharmalab.demand.forecast import DEFAULT_MODELS
+    from pharmalab.demand.outputs import read_scenario, run_patient_demand
+    from pharmalab.forecast import ForecastSettings
+
+    _cohort_ids("--concept-id", *concept_id)
+    if out.exists() and not out.is_dir():
+        raise PharmalabInputError(f"--out {str(out)!r} is a file; expected a folder")
+    levers = read_scenario(scenario) if scenario is not None else None
+    flow_settings = FlowSettings(washout=washout, permissible_gap=permissible_gap,
+                                 measure=measure, indication_cohort=indication_cohort)
+    settings = ForecastSettings(horizon=horizon, backtest_windows=max(backtest_windows, 1),
+                                models=DEFAULT_MODELS, n_paths=paths)
+    db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
+    with console.status("patient flow") as status:
+        written, comparison = run_patient_demand(
+            db, out, concept_id, flow_settings=flow_settings,
+            settings=settings, scenario=levers,
+            min_cell_count=min_cell_count, progress=status.update,
+            backtest=bool(backtest_windows))
+    if len(comparison):
+        _print_frame(comparison.groupby(["unique_id", "method"], sort=False)[
+            ["mase", "scaled_crps", "coverage_80"]].mean().reset_index(),
+            "Backtest: patient flow vs sales series vs combination (mean over windows)")
+    out_console.print("written: " + ", ".join(str(p) for p in written))
 
 
 @journey_app.command("pdc")

@@ -102,6 +102,7 @@ def treatment_episodes(
     follow_up: int | None = None,
     include_descendants: bool = True,
     append_gap: bool = False,
+    as_of: dt.date | None = None,
 ) -> ir.Table:
     """Treatment episodes per person (AdhereR ``compute.treatment.episodes``), in the engine.
 
@@ -128,6 +129,10 @@ def treatment_episodes(
         ``end`` is its supply end plus ``permissible_gap`` days (the time a patient could
         still have been taking it), cut at follow-up end; ``end_gap_days`` still counts from
         the supply end. False (default, as AdhereR) ends it at the supply end.
+    as_of
+        A data cut-off: the episodes as they were known on that day. Fills starting on or
+        after it are left out and follow-up ends there at the latest (an origin of a rolling
+        backtest sees nothing after it). None (default): all the data.
 
     Returns
     -------
@@ -178,7 +183,15 @@ def treatment_episodes(
         raise PharmalabInputError(
             f"follow_up must be None or a whole number of days ≥ 1, got {follow_up!r}")
     fills = drug_exposures(db, ids, include_descendants=include_descendants)
-    return _episodes(fills, db.table("observation_period"), int(permissible_gap),
+    observation_period = db.table("observation_period")
+    if as_of is not None:
+        as_of = pd.Timestamp(as_of).date()
+        cut = ibis.literal(as_of, type="date")
+        fills = fills.filter(fills.drug_exposure_start_date < cut)
+        last_day = observation_period.observation_period_end_date.cast("date")
+        observation_period = observation_period.mutate(observation_period_end_date=ibis.least(
+            _closed(last_day), ibis.literal(as_of - dt.timedelta(days=1), type="date")))
+    return _episodes(fills, observation_period, int(permissible_gap),
                      None if follow_up is None else int(follow_up), bool(append_gap))
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from pharmalab.errors import PharmalabInputError
@@ -28,7 +29,8 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(workspace: str | Path = ".", results: list[str | Path] = (), *,
-          host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None) -> None:
+          host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
+          on_start: Callable[[str], None] | None = None) -> None:
     """Serve the workspace until interrupted (uvicorn, one process).
 
     Parameters
@@ -38,6 +40,8 @@ def serve(workspace: str | Path = ".", results: list[str | Path] = (), *,
     token
         Default: the ``PHARMALAB_WEB_TOKEN`` environment variable. Every request must carry it
         when set.
+    on_start
+        Called with the server's URL once the arguments are checked, before it listens.
 
     Raises
     ------
@@ -57,6 +61,9 @@ def serve(workspace: str | Path = ".", results: list[str | Path] = (), *,
         raise PharmalabInputError(f"{TOKEN_ENV} is too short: use at least 16 characters")
     hosts = {"127.0.0.1", "localhost", "::1", host} if loopback else None
     app = create_app(workspace, list(results), token=token, allowed_hosts=hosts)
+    if on_start is not None:
+        bare = host.strip("[]")
+        on_start(f"http://{'[' + bare + ']' if ':' in bare else bare}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hmac
 import json
+import logging
 import secrets
 import threading
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
+import pyarrow as pa
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -36,10 +38,14 @@ from starlette.routing import Route
 
 from pharmalab import __version__
 from pharmalab.web import explorer, pages, tables
-from pharmalab.web.runs import MAX_UPLOAD_BYTES, FieldError, Runs, UploadError
+from pharmalab.web.runs import MAX_UPLOAD_BYTES, FieldError, NoSuchRun, Runs, UploadError
 from pharmalab.web.workspace import NotInWorkspace, Workspace
 
 TOKEN_COOKIE = "pharmalab_token"
+_log = logging.getLogger("pharmalab.web")
+#: Errors from reading a damaged or unexpected results file (Arrow, JSON, CSV, encodings).
+_UNREADABLE = (OSError, ValueError, KeyError, IndexError, TypeError, RecursionError,
+               pa.ArrowException)
 CSRF_HEADER = "x-pharmalab-csrf"
 _STATIC = Path(str(files("pharmalab.web") / "static"))
 _CSP = ("default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' "
@@ -87,15 +93,12 @@ class _Guard:
         await self.app(scope, receive, send_with_headers)
 
     def _refuse(self, request: Request) -> Response | bool | None:
-        host = (request.headers.get("host") or "").rsplit(":", 1)[0].strip("[]")
+        host = _host_name(request.headers.get("host") or "")
         if self.hosts is not None and host not in self.hosts:
             return PlainTextResponse("host not allowed", status_code=400)
         from_query = False
         if self.token is not None:
-            given = (request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-                     or request.cookies.get(TOKEN_COOKIE) or "")
-            if not given and request.query_params.get("token"):
-                given, from_query = request.query_params["token"], True
+            given, from_query = _given_token(request)
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return PlainTextResponse("401: a valid token is required (PHARMALAB_WEB_TOKEN: "
                                          "?token=…, or Authorization: Bearer …)",
@@ -110,6 +113,26 @@ class _Guard:
                                        self.csrf.encode()):
                 return PlainTextResponse("403: missing or wrong CSRF header", status_code=403)
         return from_query
+
+
+def _given_token(request: Request) -> tuple[str, bool]:
+    """The token a request carries, and whether it came in the query: ``?token=`` first (a
+    new link wins over a stale cookie), then ``Authorization: Bearer`` (any case), then the
+    cookie."""
+    query = request.query_params.get("token")
+    if query:
+        return query, True
+    scheme, _, value = request.headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), False
+    return request.cookies.get(TOKEN_COOKIE, ""), False
+
+
+def _host_name(header: str) -> str:
+    """The host name of a ``Host`` header, without the port: ``[::1]:8787`` → ``::1``."""
+    if header.startswith("["):
+        return header[1:].split("]", 1)[0]
+    return header.rsplit(":", 1)[0] if header.count(":") == 1 else header
 
 
 def create_app(workspace: str | Path = ".", results: list[str | Path] = (), *,
@@ -147,6 +170,15 @@ def create_app(workspace: str | Path = ".", results: list[str | Path] = (), *,
     def not_found(request: Request, exc: Exception | None = None) -> HTMLResponse:
         return render("error.html.j2", status_code=404, title="Not found",
                       message="No such page or file in this workspace.")
+
+    def unreadable(request: Request, exc: Exception) -> HTMLResponse:
+        # A results file that is damaged, empty or not what this version writes: say so
+        # instead of a bare 500 (the server log has the traceback).
+        _log.exception("cannot show %s", request.url.path)
+        return render("error.html.j2", status_code=500, title="Cannot show this result",
+                      message=(f"A results file here could not be read ({type(exc).__name__}: "
+                               f"{str(exc)[:300]}). Re-run the step that wrote it; if it "
+                               "persists, report it with the server log."))
 
     async def index(request: Request):
         entries = ws.entries()
@@ -217,7 +249,7 @@ def create_app(workspace: str | Path = ".", results: list[str | Path] = (), *,
             chunks.append(chunk)
         try:
             body = json.loads(b"".join(chunks).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise UploadError([FieldError("upload", "the upload is not JSON")]) from None
         if not isinstance(body, dict) or not isinstance(body.get("study_toml"), str):
             raise UploadError([FieldError("study_toml", "a study.toml is required")])
@@ -269,7 +301,8 @@ def create_app(workspace: str | Path = ".", results: list[str | Path] = (), *,
     ]
     app = Starlette(routes=routes, middleware=[
         Middleware(_Guard, token=token, hosts=allowed_hosts, csrf=csrf)],
-        exception_handlers={NotInWorkspace: not_found, KeyError: not_found, 404: not_found,
+        exception_handlers={NotInWorkspace: not_found, NoSuchRun: not_found, 404: not_found,
+                            **{kind: unreadable for kind in _UNREADABLE},
                             UploadError: upload_error, _TooLarge: too_large},
         lifespan=_lifespan(runs, ws))
     app.state.workspace, app.state.runs, app.state.csrf = ws, runs, csrf

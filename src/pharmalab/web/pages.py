@@ -44,8 +44,10 @@ def _json(ws: Workspace, entry: Entry, rel: str) -> dict | None:
 
 def steps(entry: Entry) -> list[dict]:
     """The manifest's steps: name, title, status, seconds, error."""
+    listed = entry.manifest.get("steps")
+    # A hand-edited or foreign manifest may hold anything: show what reads as steps.
     return [{k: s.get(k) for k in ("name", "title", "status", "seconds", "error")}
-            for s in entry.manifest.get("steps", [])]
+            for s in (listed if isinstance(listed, list) else []) if isinstance(s, dict)]
 
 
 def cohort_names(ws: Workspace, entry: Entry) -> dict[int, str]:
@@ -385,12 +387,19 @@ def _marketing(ws, entry, names, mcc):
 
 
 def compare(ws: Workspace, a: Entry, b: Entry) -> list[Table]:
-    """Two runs side by side: cohort counts and overall incidence rates, with the change."""
+    """Two runs side by side: cohort counts and overall incidence rates, with the change.
+
+    Rows are matched on the cohort ids and, for incidence, on the whole time-at-risk window
+    (anchors, offsets, clean window, subgroup) as CohortIncidence keys its results; a value
+    suppressed by the small-cell rule in either run shows as '—', and so does its change.
+    """
     out = []
     pairs = (("cohorts/cg_cohort_count.csv", ["cohort_id"],
               ["cohort_entries", "cohort_subjects"], "Cohort counts"),
              ("characterize/incidence_summary.csv",
-              ["target_cohort_definition_id", "outcome_cohort_definition_id", "tar_id"],
+              ["target_cohort_definition_id", "outcome_cohort_definition_id", "tar_id",
+               "tar_start_with", "tar_start_offset", "tar_end_with", "tar_end_offset",
+               "clean_window", "subgroup_id"],
               ["persons_at_risk", "person_outcomes", "incidence_rate_p1000py"],
               "Incidence, all persons"))
     for rel, keys, values, title in pairs:
@@ -401,9 +410,27 @@ def compare(ws: Workspace, a: Entry, b: Entry) -> list[Table]:
             strata = [c for c in ("age_group_name", "gender_name", "start_year") if c in left]
             left = left[left[strata].isna().all(axis=1)]
             right = right[right[strata].isna().all(axis=1)]
-        merged = left[keys + values].merge(right[keys + values], on=keys, how="outer",
-                                           suffixes=(" (A)", " (B)"))
+        keys = [k for k in keys if k in left and k in right]
+        values = [v for v in values if v in left and v in right]
+        left, right = _flagged(left, keys, values), _flagged(right, keys, values)
+        merged = left.merge(right, on=keys, how="outer", suffixes=(" (A)", " (B)"))
+        merged = merged.rename(columns={f"{v}_suppressed{s}": f"{v}{s}_suppressed"
+                                        for v in values for s in (" (A)", " (B)")})
         for v in values:
             merged[f"{v} change"] = merged[f"{v} (B)"] - merged[f"{v} (A)"]
+            merged[f"{v} change_suppressed"] = (merged[f"{v} (A)_suppressed"].eq(True)
+                                                | merged[f"{v} (B)_suppressed"].eq(True))
         out.append(to_table(merged, title))
+    return out
+
+
+def _flagged(frame: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    """The key and value columns, with one ``{value}_suppressed`` flag per value (False where
+    the file has none) and the suppressed values blanked, so no change is computed from them."""
+    out = frame[keys + values].copy()
+    for v in values:
+        flag = frame.get(f"{v}_suppressed")
+        out[f"{v}_suppressed"] = (flag.fillna(False).astype(bool) if flag is not None
+                                  else False)
+        out[v] = out[v].where(~out[f"{v}_suppressed"])
     return out

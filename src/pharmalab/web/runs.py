@@ -11,6 +11,7 @@ or failed run's manifest says so (``status``), so it never looks complete.
 from __future__ import annotations
 
 import contextlib
+import csv
 import datetime as _dt
 import fcntl
 import json
@@ -28,11 +29,14 @@ from pathlib import Path
 
 from pharmalab.atomic import write_text
 from pharmalab.errors import PharmalabInputError
+from pharmalab.web.workspace import is_patient_level
 
 #: Largest upload accepted (study.toml and cohort files together), bytes.
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 #: Cohort files are ATLAS/Circe JSON (or YAML) definitions and CohortGenerator's Cohorts.csv.
-_COHORT_FILE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,120}\.(json|ya?ml|csv)$")
+_COHORT_FILE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,120}\.(json|ya?ml|csv)")
+#: Most cohort files in one upload (the PhenotypeLibrary's sets are far smaller).
+MAX_COHORT_FILES = 500
 #: Study keys that name a file (resolved against the study file's folder, as the runner does).
 _FILE_KEYS = {"file", "path", "design", "negative_controls", "key_file", "source", "bounds",
               "supply_capacity", "on_hand"}
@@ -53,6 +57,10 @@ class UploadError(PharmalabInputError):
     def __init__(self, errors: list[FieldError]):
         super().__init__("; ".join(f"{e.field}: {e.message}" for e in errors))
         self.errors = errors
+
+
+class NoSuchRun(PharmalabInputError):
+    """A run id that is not a run of this workspace (answered with 404)."""
 
 
 def _now() -> str:
@@ -109,8 +117,11 @@ class Runs:
 
     def _write_inputs(self, folder: Path, study_toml: str, cohorts: dict[str, str]) -> Path:
         errors = []
+        if len(cohorts) > MAX_COHORT_FILES:
+            raise UploadError([FieldError("cohorts", f"{len(cohorts)} cohort files: at most "
+                                          f"{MAX_COHORT_FILES} in one upload")])
         for name in cohorts:
-            if not _COHORT_FILE.match(name):
+            if not _COHORT_FILE.fullmatch(name):
                 errors.append(FieldError(f"cohort:{name}", "a cohort file name must be "
                                          "letters, digits, '_', '-', '.' ending in .json, "
                                          ".yaml or .csv (no folders)"))
@@ -118,6 +129,8 @@ class Runs:
             tomllib.loads(study_toml)
         except tomllib.TOMLDecodeError as exc:
             errors.append(FieldError("study_toml", f"study.toml: not valid TOML: {exc}"))
+        except RecursionError:
+            errors.append(FieldError("study_toml", "study.toml: nested too deeply"))
         if errors:
             raise UploadError(errors)
         (folder / "cohorts").mkdir(parents=True, exist_ok=True)
@@ -144,26 +157,65 @@ class Runs:
             raise UploadError([FieldError(field, message)]) from None
 
     def _inside_workspace(self, study, study_dir: Path) -> None:
-        """Refuse a study that would read or write outside the workspace (a file key or a
-        DuckDB database with an absolute path elsewhere, ``..``)."""
-        home = self.home.resolve()
+        """Refuse a study that would read or write where a browser run must not.
+
+        A run from the browser writes only inside its own folder: a DuckDB database must be
+        there (``duckdb:///{out}/cdm.duckdb``), so a run can never write into another study's
+        database. Input files (file keys, and each ``json_path`` of an uploaded Cohorts.csv)
+        must be inside the workspace and not patient-level (an extraction, a support list, a
+        database) nor a temporary (dot) file. Server engines (PostgreSQL, Spark, BigQuery) are
+        reached by their URL, as from the CLI.
+        """
         bad = []
         for key, value in _file_values(study.model_dump(mode="json")):
-            if not isinstance(value, str) or value.startswith(_SCHEMES):
-                continue
-            path = Path(value.replace("{out}", str(study_dir / "results"))).expanduser()
-            path = (path if path.is_absolute() else study_dir / path).resolve()
-            if home not in path.parents and path != home:
-                bad.append(f"key {key!r}: {value!r} is outside the workspace")
-        url = study.cdm.url if study.cdm else ""
-        if url.startswith("duckdb://") and len(url) > len("duckdb://"):
-            raw = url[len("duckdb://"):].replace("{out}", str(study_dir / "results"))
-            path = Path(raw) if raw.startswith("/") else study_dir / raw
-            if raw not in (":memory:", "/:memory:") and home not in path.resolve().parents:
-                bad.append(f"key 'cdm.url': {url!r}: the database must be inside the "
-                           "workspace (e.g. duckdb:///{out}/cdm.duckdb)")
+            if isinstance(value, str) and not value.startswith(_SCHEMES):
+                path = self._study_path(value, study_dir)
+                problem = self._unreadable(path, study_dir)
+                if problem:
+                    bad.append(f"key {key!r}: {value!r} {problem}")
+                elif key == "cohorts.path" and path.suffix.lower() == ".csv" and path.is_file():
+                    bad += [f"{path.name}: json_path {ref!r} {problem}"
+                            for ref, problem in self._catalogue_problems(path, study_dir)]
+        if study.cdm:
+            problem = _duckdb_outside(study.cdm.url, study_dir)
+            if problem:
+                bad.append(f"key 'cdm.url': {study.cdm.url!r}: {problem}")
         if bad:
             raise UploadError([FieldError("study_toml", "; ".join(bad))])
+
+    @staticmethod
+    def _study_path(value: str, study_dir: Path) -> Path:
+        """A path as the runner resolves it: ``{out}``, ``~``, relative to the study file."""
+        path = Path(value.replace("{out}", str(study_dir / "results"))).expanduser()
+        return (path if path.is_absolute() else study_dir / path).resolve()
+
+    def _unreadable(self, path: Path, study_dir: Path) -> str | None:
+        """Why a run from the browser may not read ``path`` (None when it may)."""
+        home, own = self.home.resolve(), study_dir.resolve()
+        if home not in path.parents:
+            return "is outside the workspace"
+        # (the run's own folder is a dot folder while it is being validated)
+        base = own if own in path.parents else home
+        if any(part.startswith(".") for part in path.relative_to(base).parts):
+            return "is a hidden or temporary file"
+        # (for a folder, whether it is or lies in an extraction: its own files are checked)
+        if is_patient_level(path if path.is_file() else path / "_", base):
+            return "is patient-level data, which a run from the browser does not read"
+        return None
+
+    def _catalogue_problems(self, catalogue: Path, study_dir: Path) -> list[tuple[str, str]]:
+        try:
+            with catalogue.open(encoding="utf-8", newline="") as fh:
+                refs = [(row.get("json_path") or "").strip() for row in csv.DictReader(fh)]
+        except (OSError, UnicodeDecodeError, csv.Error):
+            return []  # the cohort reader gives the error, naming the file
+        out = []
+        for ref in filter(None, refs):
+            path = (catalogue.parent / Path(ref).expanduser()).resolve()
+            problem = self._unreadable(path, study_dir)
+            if problem:
+                out.append((ref, problem))
+        return out
 
     # -- status and cancel -----------------------------------------------------------------
     def list(self) -> list[dict]:
@@ -180,7 +232,7 @@ class Runs:
 
         Raises
         ------
-        KeyError
+        NoSuchRun
             If there is no such run.
         """
         folder = self._folder(run_id)
@@ -214,7 +266,7 @@ class Runs:
 
         Raises
         ------
-        KeyError
+        NoSuchRun
             If there is no such run.
         """
         folder = self._folder(run_id)
@@ -304,10 +356,10 @@ class Runs:
 
     def _folder(self, run_id: str) -> Path:
         if not re.fullmatch(r"[0-9]{8}-[0-9]{6}-[0-9a-f]{6}", run_id or ""):
-            raise KeyError(run_id)
+            raise NoSuchRun(run_id)
         folder = self.dir / run_id
         if not (folder / "run.json").is_file():
-            raise KeyError(run_id)
+            raise NoSuchRun(run_id)
         return folder
 
 
@@ -322,6 +374,27 @@ def _file_values(settings: dict, prefix: str = ""):
                     yield from _file_values(item, f"{name}.{i}.")
         elif key in _FILE_KEYS or key.endswith("_file"):
             yield name, value
+
+
+def _duckdb_outside(url: str, study_dir: Path) -> str | None:
+    """Why a DuckDB URL of a browser run is refused: its database must be inside the run's own
+    folder, written in the one form the runner resolves (``duckdb://`` then a path relative to
+    the study file, or absolute). None for a server engine or an in-memory database."""
+    from pharmalab.engine import parse_url
+    from pharmalab.errors import EngineURLError
+
+    try:
+        parsed = parse_url(url.replace("{out}", str(study_dir / "results")))
+    except EngineURLError:
+        return None  # the study check gives the error
+    if parsed.kind != "duckdb" or parsed.duckdb_path is None:
+        return None
+    expected = "the database must be inside this run's folder (e.g. duckdb:///{out}/cdm.duckdb)"
+    if not url.startswith("duckdb://") or parsed.target.startswith("~"):
+        return expected
+    path = parsed.duckdb_path
+    path = (path if path.is_absolute() else study_dir / path).resolve()
+    return None if study_dir.resolve() in path.parents else expected
 
 
 def _stop_group(pid: int) -> None:

@@ -162,16 +162,30 @@ class Workspace:
 
 
 def is_patient_level(path: Path, base: Path) -> bool:
-    """True for a file that holds patient-level rows (or a database of them)."""
+    """True for a file that holds patient-level rows (or a database of them), or may: a file in
+    an extraction folder (one with a ``data_dictionary.csv``, or a ``manifest.json`` of kind
+    ``pharmalab.extract``), in an ``extract`` folder of a study, or in a temporary (dot) folder
+    — an extraction being written has neither its dictionary nor its manifest yet."""
     if path.name in PATIENT_LEVEL_FILES or path.suffix in PATIENT_LEVEL_SUFFIXES:
+        return True
+    try:
+        parts = path.relative_to(base).parts
+    except ValueError:
+        return True
+    if any(part.startswith(".") for part in parts) or "extract" in parts[:-1]:
         return True
     parent = path.parent
     while True:  # path is inside base, so this ends at base
-        if (parent / "data_dictionary.csv").is_file():  # an extraction folder
+        if (parent / "data_dictionary.csv").is_file() or _is_extraction(parent):
             return True
         if parent == base or parent == parent.parent:
             return False
         parent = parent.parent
+
+
+def _is_extraction(folder: Path) -> bool:
+    manifest = _read_json(folder / "manifest.json")
+    return bool(manifest) and manifest.get("kind") == "pharmalab.extract"
 
 
 def extractions(entry: Entry) -> list[dict]:

@@ -1,0 +1,210 @@
+"""Patient-flow demand (``pharmalab.demand``): a 5-person CDM where starters, persistence and
+units are known by hand; the flow identity on GiBleed (1800 celecoxib and 830 diclofenac new
+users, as the demo's cohorts 1 and 6); scenario levers moving the forecast by hand-computed
+amounts; a simulated CDM whose known future the 80% interval must cover; bad inputs; the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import subprocess
+import sys
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+
+from pharmalab.demand import (
+    DemandInputError,
+    FlowSettings,
+    Scenario,
+    flow_check,
+    forecast_patient_demand,
+    patient_flow,
+    simulate_cdm,
+)
+from pharmalab.demand.project import project
+from pharmalab.demand.rates import cohort_matrix, estimate_rates
+from pharmalab.engine import database
+
+DRUG = 1118084
+D = dt.date
+
+
+@pytest.fixture(scope="module")
+def five_db(tmp_path_factory):
+    """P1: starter 2019-03 (three 30-day fills, on treatment Mar–Jun); P2: only 292 days of
+    observation before its fill (not a starter; its 30 days are 'other patients'); P3: starter
+    2019-04 with a 60-day fill, leaves the database at the end of April; P4: starter 2019-03,
+    stops, refills in August after a gap > 60 days (a second episode); P5: no drug."""
+    path = tmp_path_factory.mktemp("five") / "cdm.duckdb"
+    con = duckdb.connect(str(path))
+    far = D(2020, 12, 31)
+    observation = pd.DataFrame({
+        "observation_period_id": [1, 2, 3, 4, 5], "person_id": [1, 2, 3, 4, 5],
+        "observation_period_start_date": [D(2018, 1, 1), D(2018, 6, 1), D(2017, 1, 1),
+                                          D(2017, 1, 1), D(2017, 1, 1)],
+        "observation_period_end_date": [far, far, D(2019, 4, 30), far, far],
+        "period_type_concept_id": 44814724})
+    fills = [(1, D(2019, 3, 10), 30), (1, D(2019, 4, 9), 30), (1, D(2019, 5, 9), 30),
+             (2, D(2019, 3, 20), 30), (3, D(2019, 4, 1), 60), (4, D(2019, 3, 1), 30),
+             (4, D(2019, 8, 1), 30)]
+    exposure = pd.DataFrame({
+        "drug_exposure_id": range(1, len(fills) + 1), "person_id": [f[0] for f in fills],
+        "drug_concept_id": 1118085, "drug_exposure_start_date": [f[1] for f in fills],
+        "drug_exposure_end_date": [f[1] + dt.timedelta(days=f[2] - 1) for f in fills],
+        "drug_type_concept_id": 38000177, "days_supply": [f[2] for f in fills],
+        "quantity": 30.0})
+    concept = pd.DataFrame({"concept_id": [DRUG, 1118085],
+                            "concept_name": ["celecoxib", "celecoxib 200 MG Oral Capsule"],
+                            "domain_id": "Drug", "vocabulary_id": "RxNorm",
+                            "concept_class_id": ["Ingredient", "Clinical Drug"],
+                            "standard_concept": "S", "concept_code": ["1", "2"]})
+    ancestor = pd.DataFrame({"ancestor_concept_id": [DRUG, DRUG],
+                             "descendant_concept_id": [DRUG, 1118085],
+                             "min_levels_of_separation": [0, 1],
+                             "max_levels_of_separation": [0, 1]})
+    person = pd.DataFrame({"person_id": [1, 2, 3, 4, 5], "gender_concept_id": 8507,
+                           "year_of_birth": 1960, "race_concept_id": 0,
+                           "ethnicity_concept_id": 0})
+    for name, frame in (("person", person), ("observation_period", observation),
+                        ("drug_exposure", exposure), ("concept", concept),
+                        ("concept_ancestor", ancestor)):
+        con.register("f", frame)
+        con.execute(f"CREATE TABLE {name} AS SELECT * FROM f")
+        con.unregister("f")
+    con.close()
+    return database(f"duckdb:///{path}")
+
+
+@pytest.fixture(scope="module")
+def five(five_db):
+    return patient_flow(five_db, DRUG)
+
+
+def test_five_persons_starters_persistence_and_units_by_hand(five):
+    months = five.months.set_index(five.months["ds"].dt.strftime("%Y-%m"))
+    assert five.as_of == pd.Timestamp("2019-09-01")
+    assert list(months.index) == ["2019-03", "2019-04", "2019-05", "2019-06", "2019-07",
+                                  "2019-08"]
+    assert months["starters"].tolist() == [2, 1, 0, 0, 0, 0]            # P1, P4 | P3
+    assert months["active"].tolist() == [2, 2, 1, 1, 0, 1]              # P4's 2nd episode
+    assert months["units"].tolist() == [60, 90, 30, 0, 0, 30]
+    assert months["dispensed"].tolist() == [90, 90, 30, 0, 0, 30]       # + P2's 30
+    rates = estimate_rates(cohort_matrix(five))
+    np.testing.assert_allclose(rates.on_treatment[0][:6], [1, .5, .5, .5, 0, .5])
+    # u(0) = 120 days / 3 starters; u(3): one on treatment, no fill; u(4): nobody on
+    # treatment, the pooled 210 days / 7 patient-months
+    np.testing.assert_allclose(rates.units[0][:6], [40, 30, 30, 0, 30, 30])
+    # P3 leaves the database after month 0: 2 of the 3 starters seen at k = 1 are still there
+    np.testing.assert_allclose(rates.retention[0][:6], [1, 2 / 3, 2 / 3, 2 / 3, 2 / 3, 2 / 3])
+
+
+def test_five_persons_flow_identity(five):
+    check = flow_check(five)
+    np.testing.assert_allclose(check["active_flow"], check["active"])  # shares reproduce
+    # units: the pooled 40 days at k = 0 is 20 too many for March's two 30-day starts and
+    # 20 too few for April's 60-day one
+    np.testing.assert_allclose(check["gap_units"], [20, -20, 0, 0, 0, 0])
+
+
+def test_washout_and_bad_inputs_give_one_clear_error(five_db):
+    db = five_db
+    with pytest.raises(DemandInputError, match="no new starters.*shorter washout"):
+        patient_flow(db, DRUG, settings=FlowSettings(washout=10_000))
+    with pytest.raises(DemandInputError, match="concept id 999 is not in the vocabulary"):
+        patient_flow(db, 999)
+    with pytest.raises(DemandInputError, match="whole number"):
+        patient_flow(db, "celecoxib")
+    with pytest.raises(DemandInputError, match="measure 'grams' is unknown"):
+        FlowSettings(measure="grams")
+    with pytest.raises(DemandInputError, match="no drug_exposure rows"):
+        db.con.raw_sql("INSERT INTO concept VALUES (1, 'nothing', 'Drug', 'RxNorm', "
+                       "'Ingredient', 'S', '9')")
+        patient_flow(db, 1)
+
+
+def test_scenario_levers_move_the_forecast_by_the_hand_computed_amount(five):
+    """Origin 2019-08, 10 starters a month, no other patients, expected values: Sep = March
+    cohort (2 observed × a(6) 0.5 × 30 days) + 10 × 40 = 430; Oct = 30 + 400 + 10 × r(1) 2/3
+    × a(1) 0.5 × u(1) 30 = 530."""
+    rates = estimate_rates(cohort_matrix(five))
+    starters, rest = np.full((1, 2), 10.0), np.zeros((1, 2))
+
+    def run(**levers):
+        return project(five, starters, rest, rates, Scenario(**levers), noise=False)[0]
+
+    np.testing.assert_allclose(run(), [430, 530])
+    # October's starters halve (200 days); September's cohort is not touched (100)
+    np.testing.assert_allclose(run(competitor_launch="2019-10", competitor_share=0.5),
+                               [430, 30 + 200 + 100])
+    np.testing.assert_allclose(run(starter_growth=0.2),
+                               [30 + 400 * 1.2 ** (1 / 12),
+                                30 + 400 * 1.2 ** (2 / 12) + 100 * 1.2 ** (1 / 12)])
+    np.testing.assert_allclose(run(dose_factor=1.5, dose_from="2019-10"), [430, 530 * 1.5])
+    # half of the discontinuations avoided: a(1) = 1 − 0.5 × (1 − 0.5) = 0.75 for the new
+    # cohort; the March cohort's share does not fall from k = 5 to 6
+    np.testing.assert_allclose(run(discontinuation_reduction=0.5), [430, 30 + 400 + 150])
+
+
+@pytest.fixture(scope="module")
+def gibleed(tmp_path_factory, demo_results):
+    return database(f"duckdb:///{demo_results.out / 'cdm.duckdb'}")
+
+
+@pytest.mark.parametrize("concept_id, name, starters", [(1118084, "celecoxib", 1800),
+                                                         (1124300, "diclofenac", 830)])
+def test_gibleed_flow_identity_holds(gibleed, concept_id, name, starters):
+    """GiBleed's NSAID users each have one fill of one day: the new starters (365 days of
+    prior observation) are the demo's new-user cohorts, and the identity holds exactly."""
+    flow = patient_flow(gibleed, concept_id)
+    assert flow.unique_id.lower() == name and flow.months["starters"].sum() == starters
+    check = flow_check(flow)
+    assert check["gap_units"].abs().max() == pytest.approx(0, abs=1e-9)
+    assert check["units"].sum() == starters
+    assert flow.months["dispensed"].sum() == {1118084: 1844, 1124300: 850}[concept_id]
+
+
+def test_known_future_demand_is_covered_by_the_80_percent_interval(tmp_path):
+    """A simulated CDM (40 starters a month growing 20 % a year, 8 % monthly discontinuation,
+    1 % leaving the database, 30-day fills): the 80% interval covers ≥ 75% of the 12 months
+    that follow the data."""
+    con = duckdb.connect(str(tmp_path / "sim.duckdb"))
+    truth = simulate_cdm(con, months=48, seed=3)
+    con.close()
+    flow = patient_flow(database(f"duckdb:///{tmp_path / 'sim.duckdb'}"), DRUG)
+    assert flow.as_of.date() == truth.data_end
+    np.testing.assert_allclose(flow.months["dispensed"], truth.history["dispensed"])
+    made = forecast_patient_demand(flow)
+    fc = made.forecast.assign(y=truth.future["dispensed"].to_numpy())
+    covered = ((fc["y"] >= fc["lo-80"]) & (fc["y"] <= fc["hi-80"])).mean()
+    assert covered >= 0.75
+    assert abs(fc["mean"].sum() / fc["y"].sum() - 1) < 0.05
+
+
+def test_cli_writes_a_forecast_folder_that_supply_reads(tmp_path):
+    con = duckdb.connect(str(tmp_path / "sim.duckdb"))
+    simulate_cdm(con, months=48, seed=4)
+    con.close()
+    out = tmp_path / "demand"
+    subprocess.run([sys.executable, "-m", "pharmalab.cli", "demand", "patients",
+                    "--cdm", f"duckdb:///{tmp_path / 'sim.duckdb'}", "--concept-id", str(DRUG),
+                    "--backtest-windows", "2", "--horizon", "6", "--out", str(out)],
+                   check=True, capture_output=True, text=True)
+    forecast = pd.read_parquet(out / "forecast.parquet")
+    assert len(forecast) == 6 and {"mean", "q0.50", "lo-80", "hi-95"} <= set(forecast)
+    comparison = pd.read_csv(out / "backtest_comparison.csv")
+    assert set(comparison["method"]) == {"patient_flow", "sales_series", "combined"}
+    assert comparison["cutoff"].nunique() == 2
+    subprocess.run([sys.executable, "-m", "pharmalab.cli", "supply", "--forecast", str(out),
+                    "--lead-time", "1", "--out", str(tmp_path / "supply")],
+                   check=True, capture_output=True)
+    assert (tmp_path / "supply" / "policy.csv").is_file()
+    bad = tmp_path / "scenario.toml"
+    bad.write_text("competitor_share = 2\n")
+    run = subprocess.run([sys.executable, "-m", "pharmalab.cli", "demand", "patients",
+                          "--cdm", f"duckdb:///{tmp_path / 'sim.duckdb'}", "--concept-id",
+                          str(DRUG), "--scenario", str(bad), "--out", str(out)],
+                         capture_output=True, text=True)
+    assert run.returncode != 0 and "competitor_share" in run.stderr + run.stdout
