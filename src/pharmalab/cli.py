@@ -810,16 +810,16 @@ def demand_patients(
                                 models=DEFAULT_MODELS, n_paths=paths)
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
     with console.status("patient flow") as status:
-        written, comparison = run_patient_demand(
+        run = run_patient_demand(
             db, out, concept_id, flow_settings=flow_settings,
             settings=settings, scenario=levers,
             min_cell_count=min_cell_count, progress=status.update,
             backtest=bool(backtest_windows))
-    if len(comparison):
-        _print_frame(comparison.groupby(["unique_id", "method"], sort=False)[
+    if len(run.comparison):
+        _print_frame(run.comparison.groupby(["unique_id", "method"], sort=False)[
             ["mase", "scaled_crps", "coverage_80"]].mean().reset_index(),
             "Backtest: patient flow vs sales series vs combination (mean over windows)")
-    out_console.print("written: " + ", ".join(str(p) for p in written))
+    out_console.print("written: " + ", ".join(str(p) for p in run.written))
 
 
 @journey_app.command("pdc")

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import datetime as dt
 import numbers
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import ibis
@@ -118,6 +119,13 @@ class PatientFlow:
         The data cut-off (first day not seen; the month after the last month).
     notes
         What a reader should know (e.g. fills before the washout could be checked).
+    switches
+        Starters who switched to another drug of the class: ``switch_to`` (int64, its
+        concept id), ``k`` (int64, months from the start to the first fill of the other drug),
+        ``persons`` (int64). A switch is a first fill of the other drug after the start and no
+        later than ``permissible_gap`` days after the supply of the first treatment episode
+        ended, that episode having ended (TreatmentPatterns' switch: one drug era followed by
+        another); the earliest such drug counts, once per person.
 
     These are unsuppressed aggregates for modelling inside the data holder's site (as
     :class:`pharmalab.journey.PersistenceResult`'s ``unsuppressed_*``); the files written from
@@ -131,6 +139,8 @@ class PatientFlow:
     settings: FlowSettings
     as_of: pd.Timestamp
     notes: list[str] = field(default_factory=list)
+    switches: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(
+        columns=["switch_to", "k", "persons"]))
 
     @property
     def last_month(self) -> pd.Timestamp:
@@ -138,7 +148,8 @@ class PatientFlow:
 
 
 def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None = None,
-                 as_of: dt.date | str | None = None, name: str | None = None) -> PatientFlow:
+                 as_of: dt.date | str | None = None, name: str | None = None,
+                 switch_to: Sequence[int] = ()) -> PatientFlow:
     """New starters, on-treatment and observed counts and units of one drug, per month.
 
     Parameters
@@ -158,6 +169,9 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
         the month after the last fill (the last month is counted in full).
     name
         Series name (default: the concept's name).
+    switch_to
+        Other drugs of the class (concept ids): starters who switch to one of them are
+        counted (:attr:`PatientFlow.switches`).
 
     Returns
     -------
@@ -199,6 +213,8 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
                                   as_of=as_of.date())
     starters = _starters(db, episodes, settings)
     cohorts, months = _aggregate(fills, episodes, starters, settings)
+    switches = _switches(db, episodes, starters, [int(c) for c in switch_to
+                                                  if int(c) != concept_id], cut, settings)
     first_month = months["ds"].min() if len(months) else None
     if first_month is None:
         raise DemandInputError(f"concept {concept_id} ({label}): no fills before {as_of.date()}")
@@ -217,12 +233,46 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
                  "rest (persons already on the drug when the data begin, or without "
                  f"{settings.washout} days of observation before their first fill) is "
                  "forecast as its own series")
-    return PatientFlow(label, concept_id, months, cohorts, settings, as_of, notes)
+    return PatientFlow(label, concept_id, months, cohorts, settings, as_of, notes, switches)
 
 
 # --------------------------------------------------------------------------------------------
 # In the engine
 # --------------------------------------------------------------------------------------------
+
+
+def _switches(db: Database, episodes: ir.Table, starters: ir.Table, others: list[int],
+              cut: ir.DateValue, settings: FlowSettings) -> pd.DataFrame:
+    """Per (other drug, months since the start): starters switching to it."""
+    empty = pd.DataFrame({"switch_to": pd.Series(dtype="int64"),
+                          "k": pd.Series(dtype="int64"), "persons": pd.Series(dtype="int64")})
+    if not others:
+        return empty
+    first = episodes.filter(episodes.episode_id == 1)
+    first = first.join(starters, first.person_id == starters.s_person_id)
+    first = first.select(p=first.person_id, start=first.start, supply_end=first.supply_end,
+                         discontinued=first.discontinued)
+    parts = []
+    for other in others:
+        fills = drug_exposures(db, [other])
+        fills = fills.filter(fills.drug_exposure_start_date < cut)
+        later = first.join(fills, first.p == fills.person_id)
+        later = later.filter(
+            later.discontinued & (later.drug_exposure_start_date > later.start)
+            & (later.drug_exposure_start_date.delta(later.supply_end, unit="day")
+               <= settings.permissible_gap))
+        parts.append(later.group_by("p").aggregate(
+            when=later.drug_exposure_start_date.min(), start=later.start.min())
+            .mutate(switch_to=ibis.literal(other, "int64")))
+    union = ibis.union(*parts) if len(parts) > 1 else parts[0]
+    # the earliest other drug per person (ties: the smallest concept id)
+    order = ibis.window(group_by="p", order_by=["when", "switch_to"])
+    union = union.mutate(rank=ibis.row_number().over(order))
+    union = union.filter(union["rank"] == 0)
+    union = union.mutate(k=_month(union.when) - _month(union.start))
+    counts = union.group_by(["switch_to", "k"]).aggregate(persons=union.count()).to_pandas()
+    return counts.astype("int64").sort_values(["switch_to", "k"], ignore_index=True) \
+        if len(counts) else empty
 
 
 def _concept_name(db: Database, concept_id: int) -> str:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
-from pharmalab.demand.flow import FlowSettings, PatientFlow, patient_flow
+from pharmalab.demand.flow import DemandInputError, FlowSettings, PatientFlow, patient_flow
 from pharmalab.demand.project import Scenario, bootstrap_rates, project
 from pharmalab.engine import Database
 from pharmalab.forecast import ForecastSettings, forecast, seasonal_scales, window_metrics
@@ -163,6 +163,11 @@ class DemandBacktest:
     paths
         The patient-flow forecast's sample paths at each origin: ``unique_id, ds, path, y,
         cutoff`` (for policy backtests).
+    sales_forecast
+        The sales-series forecast of the dispensing from the last month (``unique_id, ds,
+        mean``, quantiles, intervals), for comparison with the patient-flow forecast.
+    history
+        ``unique_id, ds, y``: the CDM's monthly dispensing (every person, the flow's measure).
     """
 
     forecasts: pd.DataFrame
@@ -170,6 +175,8 @@ class DemandBacktest:
     summary: pd.DataFrame
     weight: float
     paths: pd.DataFrame
+    sales_forecast: pd.DataFrame
+    history: pd.DataFrame
 
 
 def backtest_patient_demand(db: Database, concept_id: int, *, flow_settings: FlowSettings,
@@ -181,9 +188,10 @@ def backtest_patient_demand(db: Database, concept_id: int, *, flow_settings: Flo
     ``settings.horizon`` months, ending at the last month); at each origin the patient flow
     is recomputed in the engine with the data cut there (``as_of``), so nothing after the
     origin is seen, and forecast; the sales-series forecast is the forecasting pipeline's own
-    backtest of the CDM's monthly dispensing (same unit). The combination mixes the two
-    forecasts' paths with the patient-flow weight ``w = (1/MASE_flow) / (1/MASE_flow +
-    1/MASE_sales)`` from the windows before (½ in the first window).
+    backtest of the CDM's monthly dispensing (same unit). The combination is the linear pool
+    of the two forecasts (:func:`linear_pool`) with the patient-flow weight ``w =
+    (1/MASE_flow) / (1/MASE_flow + 1/MASE_sales)`` from the windows before (½ in the first
+    window).
 
     Returns
     -------
@@ -207,6 +215,11 @@ def backtest_patient_demand(db: Database, concept_id: int, *, flow_settings: Flo
     sales = forecast(actual, freq="MS", season_length=12, settings=settings)
     cutoffs = sorted(sales.backtest["cutoff"].unique())
     h = settings.horizon
+    if not cutoffs:
+        raise DemandInputError(
+            f"{full.unique_id}: {len(actual)} months of dispensing are too few for "
+            f"{settings.backtest_windows} rolling-origin windows of {h} months (and one "
+            "warm-up window before them); use fewer windows or a shorter horizon")
     rows, metrics, flow_rows = [], [], []
     past = {"patient_flow": [], "sales_series": []}
     for cutoff in cutoffs:
@@ -222,7 +235,7 @@ def backtest_patient_demand(db: Database, concept_id: int, *, flow_settings: Flo
             .pivot(index="path", columns="ds", values="y").to_numpy()
         w = _weight(past)
         n = min(len(flow_paths), len(sales_paths))
-        combined = w * flow_paths[:n] + (1 - w) * sales_paths[:n]
+        combined = linear_pool(flow_paths[:n], sales_paths[:n], w, seed=settings.seed)
         ds = pd.date_range(origin, periods=h, freq="MS")
         truth = actual.set_index("ds")["y"].reindex(ds).to_numpy()
         train = actual[actual["ds"] <= cutoff]
@@ -241,7 +254,22 @@ def backtest_patient_demand(db: Database, concept_id: int, *, flow_settings: Flo
     metrics = pd.concat(metrics, ignore_index=True)
     summary = _summary(metrics)
     return DemandBacktest(pd.concat(rows, ignore_index=True), metrics, summary, _weight(past),
-                          pd.concat(flow_rows, ignore_index=True))
+                          pd.concat(flow_rows, ignore_index=True), sales.forecast, actual)
+
+
+def linear_pool(first: np.ndarray, second: np.ndarray, weight: float,
+                seed: int = 0) -> np.ndarray:
+    """Sample paths of the mixture ``weight × first + (1 − weight) × second`` of two predictive
+    distributions (the linear pool): each path is one of ``first``'s with probability
+    ``weight``, else ``second``'s (paths of the same index). Averaging the paths instead would
+    shrink the spread of two independent forecasts and make the intervals too narrow.
+
+    References
+    ----------
+    Stone (1961); Gneiting & Ranjan (2013), Combining predictive distributions.
+    """
+    pick = np.random.default_rng(seed).random(len(first)) < weight
+    return np.where(pick[:, None], first, second)
 
 
 def _weight(past: dict[str, list[float]]) -> float:

@@ -8,6 +8,8 @@ Files besides the forecast folder's (each written atomically):
   (persons, suppressed), ``on_treatment`` (share), ``units_per_patient``, ``retention``;
 * ``flow_check.csv`` — the flow identity per month (:func:`pharmalab.demand.flow_check`),
   person counts suppressed and the month's units blanked with them;
+* ``switches.csv`` — ``unique_id, switch_to, switch_to_name, k, persons``: starters who
+  switched to another of the drugs given, by months since the start (suppressed);
 * ``backtest_comparison.csv`` — patient flow vs sales series vs combination, per window;
 * ``starters_forecast.parquet`` — the new-starter forecast (``unique_id, ds, mean, …``).
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tomllib
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -91,6 +93,15 @@ def write_patient_demand(made: list[tuple[PatientDemand, DemandBacktest | None]]
         _parquet(folder / "starters_forecast.parquet", pd.concat(
             [d.starters.assign(unique_id=d.flow.unique_id) for d in demands])),
     ]
+    switches = pd.concat([d.flow.switches.assign(unique_id=d.flow.unique_id)
+                          for d in demands], ignore_index=True)
+    switches = switches.merge(pd.DataFrame({"switch_to": [d.flow.concept_id for d in demands],
+                                            "switch_to_name": [d.flow.unique_id
+                                                               for d in demands]}),
+                              on="switch_to", how="left")
+    written.append(write_csv(folder / "switches.csv", suppress(
+        switches[["unique_id", "switch_to", "switch_to_name", "k", "persons"]], ["persons"],
+        min_cell_count)))
     if backtests:
         comparison = pd.concat([b.metrics for b in backtests], ignore_index=True)
         written.append(write_csv(folder / COMPARISON_FILE, comparison))
@@ -131,13 +142,22 @@ def read_scenario(path: str | os.PathLike) -> Scenario:
         raise DemandInputError(f"scenario file {str(path)!r}: {problems}") from None
 
 
+@dataclass(frozen=True)
+class DemandRun:
+    """What :func:`run_patient_demand` made: ``written`` paths, the backtest ``comparison``
+    (``method, unique_id, cutoff, mase, …``; empty without a backtest) and, per drug, the
+    forecast and its backtest (``made``)."""
+
+    written: list[Path]
+    comparison: pd.DataFrame
+    made: list[tuple[PatientDemand, DemandBacktest | None]]
+
+
 def run_patient_demand(db: Database, out: str | os.PathLike, concept_ids: list[int], *,
                        flow_settings: FlowSettings, settings: ForecastSettings,
                        scenario: Scenario | None = None, min_cell_count: int = 5,
-                       backtest: bool = True, progress=None) -> tuple[list[Path], pd.DataFrame]:
-    """Flow, backtest and forecast of each drug, written to ``out``; returns the paths
-    written and the backtest comparison (``method, unique_id, cutoff, mase, …``; empty when
-    ``backtest`` is False).
+                       backtest: bool = True, progress=None) -> DemandRun:
+    """Flow, backtest and forecast of each drug, written to ``out``.
 
     Raises
     ------
@@ -148,7 +168,7 @@ def run_patient_demand(db: Database, out: str | os.PathLike, concept_ids: list[i
     made = []
     for concept_id in concept_ids:
         say(f"patient flow of concept {concept_id}")
-        flow = patient_flow(db, concept_id, settings=flow_settings)
+        flow = patient_flow(db, concept_id, settings=flow_settings, switch_to=concept_ids)
         scored = None
         if backtest:
             scored = backtest_patient_demand(db, concept_id, flow_settings=flow_settings,
@@ -164,7 +184,23 @@ def run_patient_demand(db: Database, out: str | os.PathLike, concept_ids: list[i
                                    source=source)
     comparison = pd.concat([b.metrics for _, b in made if b is not None], ignore_index=True) \
         if any(b is not None for _, b in made) else pd.DataFrame()
-    return written, comparison
+    return DemandRun(written, comparison, made)
+
+
+def yearly_flow(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
+    """The flow identity per year (for reading and figures): ``unique_id, year, starters,
+    active_months`` (person-months on treatment), ``units``, ``units_flow``; person counts
+    suppressed, and the year's units blanked with them."""
+    check = flow_check(demand.flow)
+    year = check.groupby(check["ds"].dt.year).agg(
+        starters=("starters", "sum"), active_months=("active", "sum"), units=("units", "sum"),
+        units_flow=("units_flow", "sum")).rename_axis("year").reset_index()
+    year.insert(0, "unique_id", demand.flow.unique_id)
+    shown = suppress(year, ["starters", "active_months"], min_cell_count)
+    hidden = shown["active_months_suppressed"]
+    for column in ("units", "units_flow"):
+        shown[column] = shown[column].mask(hidden)
+    return shown
 
 
 def _parquet(target: Path, frame: pd.DataFrame) -> Path:
@@ -215,4 +251,5 @@ def _check(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
     return shown
 
 
-__all__ = ["COMPARISON_FILE", "read_scenario", "run_patient_demand", "write_patient_demand"]
+__all__ = ["COMPARISON_FILE", "DemandRun", "read_scenario", "run_patient_demand",
+           "write_patient_demand", "yearly_flow"]

@@ -419,6 +419,36 @@ class MarketingSection(_Model):
         return self
 
 
+class DemandSection(_Model):
+    """``[demand]``: the patient-flow demand forecast of drugs given as concept ids
+    (``pharmalab demand patients``), backtested against the CDM's dispensing beside the
+    sales-series forecast."""
+
+    concept_ids: list[StrictInt] = Field(min_length=1)
+    indication_cohort: StrictInt | None = None
+    washout: StrictInt = Field(365, ge=0)
+    permissible_gap: StrictInt = Field(60, ge=0)
+    measure: Literal["days_supply", "exposures"] = "days_supply"
+    horizon: StrictInt = Field(12, ge=1, le=120)
+    backtest_windows: StrictInt = Field(3, ge=0, le=24)
+    paths: StrictInt = Field(200, ge=50, le=2000)
+    # [demand.scenario]: the levers of pharmalab.demand.Scenario, checked by that model
+    scenario: dict | None = None
+
+    @field_validator("scenario")
+    @classmethod
+    def _levers(cls, scenario: dict | None) -> dict | None:
+        if scenario is None:
+            return None
+        from pharmalab.demand.project import Scenario
+
+        try:
+            return Scenario.model_validate(scenario).model_dump()
+        except ValidationError as exc:
+            raise ValueError("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                                       for e in exc.errors())) from None
+
+
 class Study(_Model):
     """A whole study.toml."""
 
@@ -435,6 +465,7 @@ class Study(_Model):
     forecast: ForecastSection | None = None
     supply: SupplySection | None = None
     marketing: MarketingSection | None = None
+    demand: DemandSection | None = None
 
 
 def read_study(path: str | Path) -> Study:

@@ -146,6 +146,12 @@ def plan_steps(study: Study) -> list[Step]:
         steps.append(Step("supply", "Supply policies", _supply, needs=("forecast",)))
     if study.marketing is not None:
         steps.append(Step("marketing", "Marketing mix and budget", _marketing))
+    if study.demand is not None:
+        needs = ("cdm_load",) if study.cdm and study.cdm.source else ()
+        if study.demand.indication_cohort is not None:
+            needs += cohort_needs
+        steps.append(Step("demand", "Demand from patients", _demand, needs=needs,
+                          total=lambda ctx: len(ctx.study.demand.concept_ids)))
     return steps
 
 
@@ -218,7 +224,8 @@ def preflight(ctx: StepContext) -> None:
         _supply_settings(ctx)  # a bad lead time or service level stops the study here
     if ctx.study.marketing is not None:
         _marketing_settings(ctx)  # bad settings or missing files stop the study here
-    for name in ("characterize", "incidence", "survival", "extract", "journey", "pathways"):
+    for name in ("characterize", "incidence", "survival", "extract", "journey", "pathways",
+                 "demand"):
         if getattr(ctx.study, name) is not None and ctx.study.cdm is None:
             raise StudyConfigError(f"[{name}] needs a [cdm] section (where the cohorts are)")
     if ctx.study.incidence is not None:
@@ -772,3 +779,69 @@ def _marketing(ctx: StepContext, tick: Tick) -> Section:
         ctx.pending_section = section
         raise StepError(fit.convergence.banner())
     return section
+
+
+def _demand(ctx: StepContext, tick: Tick) -> Section:
+    from pharmalab import demand
+    from pharmalab.demand import figures as demand_figures
+    from pharmalab.demand import outputs as demand_outputs
+    from pharmalab.demand.forecast import DEFAULT_MODELS
+    from pharmalab.forecast import ForecastSettings
+
+    d = ctx.study.demand
+    mcc = ctx.study.study.min_cell_count
+    try:
+        flow_settings = demand.FlowSettings(washout=d.washout, permissible_gap=d.permissible_gap,
+                                            measure=d.measure,
+                                            indication_cohort=d.indication_cohort)
+        settings = ForecastSettings(horizon=d.horizon,
+                                    backtest_windows=max(d.backtest_windows, 1),
+                                    models=DEFAULT_MODELS, n_paths=d.paths)
+    except PharmalabInputError as exc:
+        raise StudyConfigError(f"[demand]: {exc}") from None
+    scenario = demand.Scenario(**d.scenario) if d.scenario else None
+    run = demand_outputs.run_patient_demand(
+        ctx.db, ctx.out / "demand", d.concept_ids, flow_settings=flow_settings,
+        settings=settings, scenario=scenario, min_cell_count=mcc,
+        backtest=d.backtest_windows > 0, progress=(lambda s: tick(s)) if tick else None)
+    for path in run.written:
+        ctx.output("demand", path.name)
+    yearly = pd.concat([demand_outputs.yearly_flow(m, mcc) for m, _ in run.made],
+                       ignore_index=True)
+    persistence = pd.read_csv(ctx.out / "demand" / "persistence.csv")
+    blocks = [figure(demand_figures.starters_figure(yearly),
+                     caption="New starters per year (first fill after "
+                             f"{d.washout} days of observation without the drug)"),
+              figure(demand_figures.persistence_figure(persistence),
+                     caption="Share of the starters on treatment k months after the start "
+                             "(persistence.csv)"),
+              figure(demand_figures.flow_check_figure(yearly),
+                     caption="Flow identity: the starters' units as dispensed and as rebuilt "
+                             "from starters × share on treatment × units per patient "
+                             "(flow_check.csv has every month)")]
+    if len(run.comparison):
+        summary = run.comparison.groupby(["unique_id", "method"], sort=False)[
+            ["mase", "scaled_crps", "coverage_80", "coverage_95"]].mean().reset_index()
+        blocks.append(table(summary.round(3), caption=(
+            f"Backtest on the CDM's monthly dispensing: {d.backtest_windows} rolling-origin "
+            f"windows of {d.horizon} months; patient flow vs the sales-series forecast vs "
+            "their combination (backtest_comparison.csv)")))
+    for made, scored in run.made:
+        sales_fc = scored.sales_forecast if scored is not None else made.forecast.iloc[:0]
+        history = scored.history if scored is not None else pd.DataFrame(
+            {"unique_id": made.flow.unique_id, "ds": made.flow.months["ds"],
+             "y": made.flow.months["dispensed"]})
+        blocks.append(figure(demand_figures.demand_fan_chart(
+            history, made.forecast, sales_fc, made.flow.unique_id),
+            caption=f"{made.flow.unique_id}: demand forecast from patients, beside the "
+                    "forecast of the dispensing series"))
+    notes = [n for m, _ in run.made for n in m.flow.notes]
+    if notes:
+        blocks.append(text(" ".join(notes), caption="Notes"))
+    return Section("Demand from patients", blocks, note=(
+        "New starters (a first fill after the washout) per month, the share of them on "
+        "treatment k months later (AdhereR treatment episodes; among those still observed), "
+        "units per patient-month and the share still in the database, all counted in the "
+        "engine. Demand paths: the starter forecast's paths convolved with those rates "
+        "(bootstrap over start cohorts), plus the patients already on treatment, plus the "
+        "other patients' dispensing (forecast as its own series)."))

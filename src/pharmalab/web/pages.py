@@ -96,7 +96,7 @@ def study_sections(ws: Workspace, entry: Entry) -> list[Section]:
     mcc = int(entry.manifest.get("min_cell_count") or 5)
     names = cohort_names(ws, entry)
     builders = [_cdm, _cohorts, _baseline, _incidence, _survival, _extraction, _journey,
-                _pathways, _sales, _forecast, _supply, _marketing]
+                _pathways, _sales, _forecast, _supply, _marketing, _demand]
     sections = []
     for build in builders:
         section = build(ws, entry, names, mcc)
@@ -383,6 +383,40 @@ def _marketing(ws, entry, names, mcc):
             "channel", "value", "Budget split", colour="variable")))
         s.tables.append(to_table(allocation, "Budget allocation",
                                  file="marketing/allocation/allocation.csv"))
+    return s
+
+
+def _demand(ws, entry, names, mcc):
+    comparison = _read(ws, entry, "demand/backtest_comparison.csv")
+    persistence = _read(ws, entry, "demand/persistence.csv")
+    if comparison is None and persistence is None:
+        return None
+    s = Section("demand", "Demand from patients", note=(
+        "New starters × share still on treatment × units per patient-month, counted in the "
+        "CDM; the forecast folder opens in the explorer like any forecast."), links=[
+        ("Open the patient-flow forecast in the explorer",
+         f"/forecast?id={entry.id}&folder=demand")])
+    if comparison is not None:
+        means = comparison.groupby(["unique_id", "method"], sort=False)[
+            ["mase", "scaled_crps", "coverage_80", "coverage_95"]].mean().reset_index()
+        s.figures.append(("demand-mase", "Backtest MASE: patient flow, sales series, "
+                          "combination", figures.bars(means, "unique_id", "mase", "MASE",
+                                                      colour="method")))
+        s.tables.append(to_table(comparison, "Backtest per window",
+                                 file="demand/backtest_comparison.csv", filterable=True))
+    if persistence is not None:
+        shown = persistence[persistence["k"] <= 24]
+        s.figures.append(("demand-persistence", "Share on treatment by months since the start",
+                          figures.bars(shown, "k", "on_treatment", "Still on treatment",
+                                       colour="unique_id")))
+        s.tables.append(to_table(persistence[persistence["k"] <= 60],
+                                 "Rates by months since the start (to 60; the file has all)",
+                                 file="demand/persistence.csv", filterable=True))
+    check = _read(ws, entry, "demand/flow_check.csv")
+    if check is not None:
+        s.tables.append(to_table(check.groupby("unique_id", sort=False).tail(60),
+                                 "Flow identity, the last 60 months (the file has all)",
+                                 file="demand/flow_check.csv", filterable=True))
     return s
 
 

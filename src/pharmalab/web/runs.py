@@ -323,10 +323,12 @@ class Runs:
         with self._lock, _queue_lock(self.dir):
             state = _read_json(folder / "run.json") or {}
             manifest = _read_json(folder / "results" / "manifest.json") or {}
-            if state.get("cancel_requested") and not (code == 0 and manifest.get("status")
-                                                      == "ok"):
+            # a run whose final manifest says "ok" finished before the cancel arrived
+            if state.get("cancel_requested") and manifest.get("status") != "ok":
                 status = "cancelled"
                 _mark_cancelled(folder / "results", folder / "study.toml")
+            elif manifest.get("status") == "ok":
+                status = "ok"
             else:
                 status = {0: "ok", 1: "failed"}.get(code, "failed")
                 if code not in (0, 1):
@@ -455,6 +457,9 @@ def _mark(results: Path, study_toml: Path, status: str) -> None:
     manifest["finished"] = _now()
     results.mkdir(parents=True, exist_ok=True)
     write_text(results / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+    # The runner writes the report just before its final manifest: a stop between the two
+    # leaves a report of every step "ok" beside a run that did not finish. It goes.
+    (results / "report.html").unlink(missing_ok=True)
 
 
 def _study_name(path: Path) -> str:
