@@ -210,6 +210,10 @@ def test_cli_writes_a_forecast_folder_that_supply_reads(tmp_path):
                    check=True, capture_output=True, text=True)
     forecast = pd.read_parquet(out / "forecast.parquet")
     assert len(forecast) == 6 and {"mean", "q0.50", "lo-80", "hi-95"} <= set(forecast)
+    persistence = pd.read_csv(out / "persistence.csv")
+    first = persistence[persistence["k"] == 0].iloc[0]
+    assert first["on_treatment"] == 1 and first["units_per_patient"] == 30  # one 30-day fill
+    assert first["mpr"] == pytest.approx(30 / (365.25 / 12))
     comparison = pd.read_csv(out / "backtest_comparison.csv")
     assert set(comparison["method"]) == {"patient_flow", "sales_series", "combined"}
     assert comparison["cutoff"].nunique() == 2
@@ -291,3 +295,13 @@ def test_a_bad_scenario_lever_in_study_toml_names_the_key(tmp_path):
         read_study(study)
     study.write_text(study.read_text().replace("competitor_share = 2", "dose_factor = 1.2"))
     assert read_study(study).demand.scenario["dose_factor"] == 1.2
+
+
+def test_quantity_and_fills_as_the_unit(five_db):
+    """Every fill of the 5-person CDM records 30 tablets: March's two starts are 60 tablets,
+    April's (P1's refill and P3's 60-day fill) 60; as fills, 2 and 2."""
+    tablets = patient_flow(five_db, DRUG, settings=FlowSettings(measure="quantity"))
+    assert tablets.months["units"].tolist() == [60, 60, 30, 0, 0, 30]
+    fills = patient_flow(five_db, DRUG, settings=FlowSettings(measure="exposures"))
+    assert fills.months["units"].tolist() == [2, 2, 1, 0, 0, 1]
+    assert fills.months["dispensed"].tolist() == [3, 2, 1, 0, 0, 1]

@@ -776,7 +776,8 @@ def demand_patients(
         min=0, help="Days of observation without the drug before a first fill.")] = 365,
     permissible_gap: Annotated[int, typer.Option(
         "--permissible-gap", min=0, help="Days that keep a treatment episode going.")] = 60,
-    measure: Annotated[str, typer.Option(help="days_supply or exposures.")] = "days_supply",
+    measure: Annotated[str, typer.Option(
+        help="Unit of demand: days_supply, exposures (fills) or quantity.")] = "days_supply",
     horizon: Annotated[int, typer.Option(min=1, max=120, help="Months ahead.")] = 12,
     backtest_windows: Annotated[int, typer.Option(
         "--backtest-windows", min=0, max=24,

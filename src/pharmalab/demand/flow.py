@@ -20,8 +20,8 @@ month):
   AdhereR's rules with a permissible gap) supplies some day of month ``k``: from the episode
   start to its supply end, refill gaps within the permissible gap included;
 - **units**: the drug's fills in the month, as days of supply (``days_supply``, imputed from the
-  exposure dates as :func:`pharmalab.journey.drug_exposures` does) or as fills
-  (``exposures``).
+  exposure dates as :func:`pharmalab.journey.drug_exposures` does), as fills
+  (``exposures``) or as the recorded ``quantity``.
 
 References
 ----------
@@ -46,7 +46,7 @@ from pharmalab.engine import Database
 from pharmalab.errors import PharmalabInputError
 from pharmalab.journey import drug_exposures, treatment_episodes
 
-MEASURES = ("days_supply", "exposures")
+MEASURES = ("days_supply", "exposures", "quantity")
 
 
 class DemandInputError(PharmalabInputError):
@@ -65,7 +65,9 @@ class FlowSettings:
         Days between the supply end and the next fill that keep a treatment episode going (60,
         :func:`pharmalab.journey.treatment_episodes`).
     measure
-        ``days_supply`` (default) or ``exposures``: the unit of demand.
+        The unit of demand: ``days_supply`` (default), ``exposures`` (fills) or ``quantity``
+        (``drug_exposure.quantity``: tablets, mL, …; a fill without one counts 0 and the
+        flow's notes say how many).
     indication_cohort
         A ``cohort_definition_id`` of the results ``cohort`` table the starters must have
         entered on or before their first fill (None: no indication required).
@@ -227,6 +229,10 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
             + "; try a shorter washout")
     months = _complete(months, first_month, as_of)
     notes = []
+    if settings.measure == "quantity":
+        missing = int(fills.no_quantity.sum().to_pandas() or 0)
+        if missing:
+            notes.append(f"{label}: {missing:,} fills record no quantity and count 0")
     share = months["units"].sum() / months["dispensed"].sum() if months["dispensed"].sum() \
         else 0.0
     notes.append(f"{label}: new starters' fills are {share:.0%} of the units dispensed; the "
@@ -291,8 +297,11 @@ def _month(date: ir.DateValue) -> ir.IntegerValue:
 
 def _fills(db: Database, concept_id: int, measure: str) -> ir.Table:
     rows = drug_exposures(db, [concept_id])
-    units = rows.days_supply_used if measure == "days_supply" else ibis.literal(1, "int64")
-    return rows.select("person_id", "drug_exposure_start_date", units=units.cast("float64"))
+    units = {"days_supply": rows.days_supply_used.cast("float64"),
+             "exposures": ibis.literal(1.0, "float64"),
+             "quantity": rows.quantity.fill_null(0.0)}[measure]
+    return rows.select("person_id", "drug_exposure_start_date", units=units,
+                       no_quantity=rows.quantity.isnull().cast("int64"))
 
 
 def _starters(db: Database, episodes: ir.Table, settings: FlowSettings) -> ir.Table:

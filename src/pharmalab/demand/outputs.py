@@ -5,7 +5,8 @@ Files besides the forecast folder's (each written atomically):
 
 * ``starters.csv`` — ``unique_id, ds, starters, starters_suppressed``: new starters per month;
 * ``persistence.csv`` — ``unique_id, k`` (months since the start), ``observed``, ``active``
-  (persons, suppressed), ``on_treatment`` (share), ``units_per_patient``, ``retention``;
+  (persons, suppressed), ``on_treatment`` (share), ``units_per_patient``, ``retention``, and
+  with days of supply ``mpr`` (days supplied per patient-month on treatment ÷ 30.44);
 * ``flow_check.csv`` — the flow identity per month (:func:`pharmalab.demand.flow_check`),
   person counts suppressed and the month's units blanked with them;
 * ``switches.csv`` — ``unique_id, switch_to, switch_to_name, k, persons``: starters who
@@ -46,6 +47,8 @@ from pharmalab.forecast.outputs import write_forecast
 from pharmalab.privacy import suppress
 
 COMPARISON_FILE = "backtest_comparison.csv"
+#: Mean days in a month (365.25 / 12).
+DAYS_PER_MONTH = 365.25 / 12
 
 
 def write_patient_demand(made: list[tuple[PatientDemand, DemandBacktest | None]],
@@ -233,10 +236,16 @@ def _persistence(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
                           "on_treatment": rates.on_treatment[0],
                           "units_per_patient": rates.units[0],
                           "retention": rates.retention[0]})
+    if demand.flow.settings.measure == "days_supply":
+        # days supplied per patient-month on treatment ÷ days in a mean month: the MPR of the
+        # months on treatment (Sikka et al. 2005; not capped, so early refills show)
+        table["mpr"] = table["units_per_patient"] / DAYS_PER_MONTH
     table = table[table["observed"] > 0]
     shown = suppress(table, ["observed", "active"], min_cell_count)
     hidden = shown["observed_suppressed"] | shown["active_suppressed"]
-    for column in ("on_treatment", "units_per_patient"):
+    for column in ("on_treatment", "units_per_patient", "mpr"):
+        if column not in shown:
+            continue
         shown[column] = shown[column].mask(hidden)
     return shown
 

@@ -68,6 +68,7 @@ def drug_exposures(
           1 when the end date is missing as well.
         - ``days_supply_imputed`` (boolean): True when ``days_supply`` was missing or ≤ 0
           and ``days_supply_used`` was derived from the dates.
+        - ``quantity`` (float64, as recorded, may be null): units dispensed (tablets, mL, …).
 
     Raises
     ------
@@ -159,6 +160,7 @@ def drug_exposures(
         days_supply=supply,
         days_supply_used=ibis.cases((imputed, from_dates), else_=supply).cast("int64"),
         days_supply_imputed=imputed,
+        quantity=e.quantity.cast("float64"),
     )
 
 

@@ -428,7 +428,7 @@ class DemandSection(_Model):
     indication_cohort: StrictInt | None = None
     washout: StrictInt = Field(365, ge=0)
     permissible_gap: StrictInt = Field(60, ge=0)
-    measure: Literal["days_supply", "exposures"] = "days_supply"
+    measure: Literal["days_supply", "exposures", "quantity"] = "days_supply"
     horizon: StrictInt = Field(12, ge=1, le=120)
     backtest_windows: StrictInt = Field(3, ge=0, le=24)
     paths: StrictInt = Field(200, ge=50, le=2000)
