@@ -159,6 +159,15 @@ def test_scenario_levers_move_the_forecast_by_the_hand_computed_amount(five):
                                [30 + 400 * 1.2 ** (1 / 12),
                                 30 + 400 * 1.2 ** (2 / 12) + 100 * 1.2 ** (1 / 12)])
     np.testing.assert_allclose(run(dose_factor=1.5, dose_from="2019-10"), [430, 530 * 1.5])
+    # a dose change reaches the other patients too: 100 days a month of theirs
+    with_rest = project(five, starters, np.full((1, 2), 100.0), rates,
+                        Scenario(dose_factor=1.5, dose_from="2019-10"), noise=False)[0]
+    np.testing.assert_allclose(with_rest, [530, 630 * 1.5])
+    with pytest.raises(ValueError, match="support_from is given without "
+                                         "discontinuation_reduction"):
+        Scenario(support_from="2019-10")
+    with pytest.raises(ValueError, match="expected a month YYYY-MM"):
+        Scenario(dose_factor=2, dose_from="2019-10-01")
     # half of the discontinuations avoided: a(1) = 1 − 0.5 × (1 − 0.5) = 0.75 for the new
     # cohort; the March cohort's share does not fall from k = 5 to 6
     np.testing.assert_allclose(run(discontinuation_reduction=0.5), [430, 30 + 400 + 150])
@@ -180,6 +189,8 @@ def test_gibleed_flow_identity_holds(gibleed, concept_id, name, starters):
     assert check["gap_units"].abs().max() == pytest.approx(0, abs=1e-9)
     assert check["units"].sum() == starters
     assert flow.months["dispensed"].sum() == {1118084: 1844, 1124300: 850}[concept_id]
+    with pytest.raises(DemandInputError, match="no fill records a quantity above 0"):
+        patient_flow(gibleed, concept_id, settings=FlowSettings(measure="quantity"))
 
 
 def test_known_future_demand_is_covered_by_the_80_percent_interval(tmp_path):
@@ -228,6 +239,13 @@ def test_cli_writes_a_forecast_folder_that_supply_reads(tmp_path):
                           str(DRUG), "--scenario", str(bad), "--out", str(out)],
                          capture_output=True, text=True)
     assert run.returncode != 0 and "competitor_share" in run.stderr + run.stdout
+    # again without a backtest: no comparison of the earlier run is left beside it
+    subprocess.run([sys.executable, "-m", "pharmalab.cli", "demand", "patients", "--cdm",
+                    f"duckdb:///{tmp_path / 'sim.duckdb'}", "--concept-id", str(DRUG),
+                    "--backtest-windows", "0", "--horizon", "6", "--out", str(out)],
+                   check=True, capture_output=True)
+    assert not (out / "backtest_comparison.csv").exists()
+    assert "mase" in (out / "backtest_metrics.csv").read_text()
 
 
 def test_the_demo_runs_the_demand_step(demo_results):
@@ -242,6 +260,11 @@ def test_the_demo_runs_the_demand_step(demo_results):
     assert sorted(forecast["unique_id"].str.lower().unique()) == ["celecoxib", "diclofenac"]
     check = pd.read_csv(out / "flow_check.csv")
     assert check["gap_units"].abs().max() == 0  # where shown (small cells are blank)
+    # a blanked count cannot be rebuilt from what is shown beside it
+    blank = check[check["starters_suppressed"] | check["active_suppressed"]]
+    assert len(blank) and blank[["units", "dispensed", "starters_share"]].isna().all().all()
+    few = check[check["persons_suppressed"]]
+    assert few["dispensed"].isna().all()
     assert "Demand from patients" in (demo_results.out / "report.html").read_text()
 
 

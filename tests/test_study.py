@@ -131,7 +131,7 @@ def test_demo_study_runs_end_to_end(demo_results):
         ("cdm_load", "ok"), ("cdm_check", "ok"), ("cohorts", "ok"), ("characterize", "ok"),
         ("incidence", "ok"), ("survival", "ok"), ("extract", "ok"), ("journey", "ok"),
         ("pathways", "ok"), ("sales", "ok"), ("forecast", "ok"), ("supply", "ok"),
-        ("marketing", "ok")]
+        ("marketing", "ok"), ("demand", "ok")]
     counts = pd.read_csv(out / "cohorts" / "cg_cohort_count.csv")
     assert counts.set_index("cohort_id")["cohort_subjects"].to_dict() == {
         1: 1800, 2: 569, 3: 266, 4: 1750, 5: 479, 6: 830, 7: 1800}

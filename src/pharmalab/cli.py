@@ -785,7 +785,8 @@ def demand_patients(
     scenario: Annotated[Path | None, typer.Option(
         help="Scenario levers (TOML or JSON): starter_growth, competitor_launch/_share, "
              "discontinuation_reduction/support_from, dose_factor/dose_from.")] = None,
-    paths: Annotated[int, typer.Option("--paths", min=50, max=2000)] = 200,
+    paths: Annotated[int, typer.Option(
+        "--paths", min=50, max=2000, help="Sample paths per drug.")] = 200,
     cdm_schema: CdmSchema = None,
     vocab_schema: VocabSchema = None,
     results_schema: ResultsSchema = None,
@@ -798,7 +799,7 @@ def demand_patients(
     backtest_comparison.csv."""
     from pharmalab.demand import FlowSettings
     from pharmalab.demand.forecast import DEFAULT_MODELS
-    from pharmalab.demand.outputs import read_scenario, run_patient_demand
+    from pharmalab.demand.outputs import demand_summary, read_scenario, run_patient_demand
     from pharmalab.forecast import ForecastSettings
 
     _cohort_ids("--concept-id", *concept_id)
@@ -818,9 +819,17 @@ def demand_patients(
             backtest=bool(backtest_windows))
     if len(run.comparison):
         _print_frame(run.comparison.groupby(["unique_id", "method"], sort=False)[
-            ["mase", "scaled_crps", "coverage_80"]].mean().reset_index(),
-            "Backtest: patient flow vs sales series vs combination (mean over windows)")
-    out_console.print("written: " + ", ".join(str(p) for p in run.written))
+            ["mase", "scaled_crps", "coverage_80", "coverage_95"]].mean().round(3)
+            .reset_index(),
+            "Backtest: patient flow vs sales series vs combination (mean over windows; the "
+            "scenario changes only the forecast)")
+    _print_frame(demand_summary(run, min_cell_count), f"Demand forecast, next {horizon} months "
+                                      f"({measure}; scenario: {levers.name if levers else 'base'})")
+    for made, _ in run.made:
+        for note in made.notes:
+            out_console.print(f"note: {note}", markup=False, highlight=False)
+    out_console.print(f"written: {len(run.written)} files in {out} (forecast.parquet, "
+                      "flow_check.csv, backtest_comparison.csv, …)")
 
 
 @journey_app.command("pdc")

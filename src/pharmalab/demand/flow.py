@@ -230,6 +230,10 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
     months = _complete(months, first_month, as_of)
     notes = []
     if settings.measure == "quantity":
+        if months["dispensed"].sum() <= 0:
+            raise DemandInputError(
+                f"concept {concept_id} ({label}): no fill records a quantity above 0 "
+                "(drug_exposure.quantity); use --measure days_supply or exposures")
         missing = int(fills.no_quantity.sum().to_pandas() or 0)
         if missing:
             notes.append(f"{label}: {missing:,} fills record no quantity and count 0")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from pharmalab.demand.flow import DemandInputError, FlowSettings, PatientFlow, patient_flow
-from pharmalab.demand.project import Scenario, bootstrap_rates, project
+from pharmalab.demand.project import Scenario, bootstrap_rates, lever_notes, project
 from pharmalab.engine import Database
 from pharmalab.forecast import ForecastSettings, forecast, seasonal_scales, window_metrics
 from pharmalab.forecast.metrics import quantile_column
@@ -36,8 +36,9 @@ class PatientDemand:
     paths
         ``unique_id, ds, path, y``: sample paths.
     starters
-        The new-starter forecast (``unique_id, ds, mean, …``) and ``rest`` the forecast of
-        the other patients' dispensing, from the forecasting pipeline.
+        The new-starter forecast (``unique_id, ds, mean``, quantiles, intervals; persons) and
+        ``rest`` the forecast of the other patients' dispensing, summarized from the
+        pipeline's sample paths the demand was built from.
     scenario
         The levers applied.
     """
@@ -68,7 +69,9 @@ def forecast_patient_demand(flow: PatientFlow, *, settings: ForecastSettings | N
         From :func:`pharmalab.demand.patient_flow` (as of the forecast origin).
     settings
         Horizon, models, paths (:class:`pharmalab.forecast.ForecastSettings`; default 12
-        months, SeasonalNaive + AutoETS + AutoTheta, 200 paths, 1 backtest window).
+        months, SeasonalNaive + AutoETS + AutoTheta, 200 paths; the pipeline's one backtest
+        window here only calibrates its intervals — the comparison with the sales series is
+        :func:`backtest_patient_demand`).
     scenario
         :class:`Scenario` levers (default: none).
     lookback
@@ -104,6 +107,8 @@ def forecast_patient_demand(flow: PatientFlow, *, settings: ForecastSettings | N
     rest = _wide(result.paths, REST_ID, n_paths, settings.horizon)
     rates = bootstrap_rates(flow, n_paths, seed=settings.seed, lookback=lookback)
     demand = project(flow, starters, rest, rates, scenario, seed=settings.seed)
+    notes = lever_notes(flow, scenario, bootstrap_rates(flow, 0, lookback=lookback),
+                        settings.horizon) + list(result.notes)
     ds = pd.date_range(flow.last_month + pd.offsets.MonthBegin(1), periods=settings.horizon,
                        freq="MS")
     paths = pd.DataFrame({"unique_id": flow.unique_id,
@@ -111,9 +116,10 @@ def forecast_patient_demand(flow: PatientFlow, *, settings: ForecastSettings | N
                           "path": np.repeat(np.arange(n_paths), settings.horizon),
                           "y": demand.reshape(-1)})
     table = summarize_paths(demand, flow.unique_id, ds, settings)
-    fc = result.forecast
-    return PatientDemand(flow, table, paths, fc[fc["unique_id"] == STARTERS_ID],
-                         fc[fc["unique_id"] == REST_ID], scenario, list(result.notes))
+    # the starters' and the rest's forecasts as the demand used them: from their paths
+    return PatientDemand(flow, table, paths,
+                         summarize_paths(starters, STARTERS_ID, ds, settings),
+                         summarize_paths(rest, REST_ID, ds, settings), scenario, notes)
 
 
 def summarize_paths(paths: np.ndarray, unique_id: str, ds: pd.DatetimeIndex,
@@ -152,8 +158,8 @@ class DemandBacktest:
         and interval columns.
     metrics
         Per method and window: :func:`pharmalab.forecast.window_metrics` columns (``mase``,
-        ``scaled_crps``, ``coverage_80``, …) plus ``method`` and ``weight`` (the weight of
-        the patient-flow forecast in the combination of that window).
+        ``scaled_crps``, ``coverage_80``, …) plus ``method`` and ``weight_patient_flow``
+        (the patient-flow forecast's weight in that window's combination).
     summary
         Per method: mean ``mase``, ``scaled_crps``, ``coverage_80``, ``coverage_95`` over
         the windows, and ``wins`` (windows where it had the lowest MASE).
@@ -247,7 +253,7 @@ def backtest_patient_demand(db: Database, concept_id: int, *, flow_settings: Flo
             table = table.assign(cutoff=pd.Timestamp(cutoff), y=truth, method=method)
             rows.append(table)
             scored = window_metrics(table, scales, settings.quantiles, settings.levels)
-            window[method] = scored.assign(method=method, weight=w)
+            window[method] = scored.assign(method=method, weight_patient_flow=w)
         for method in ("patient_flow", "sales_series"):
             past[method].append(float(window[method]["mase"].iloc[0]))
         metrics += list(window.values())

@@ -7,8 +7,9 @@ Files besides the forecast folder's (each written atomically):
 * ``persistence.csv`` — ``unique_id, k`` (months since the start), ``observed``, ``active``
   (persons, suppressed), ``on_treatment`` (share), ``units_per_patient``, ``retention``, and
   with days of supply ``mpr`` (days supplied per patient-month on treatment ÷ 30.44);
-* ``flow_check.csv`` — the flow identity per month (:func:`pharmalab.demand.flow_check`),
-  person counts suppressed and the month's units blanked with them;
+* ``flow_check.csv`` — the flow identity per month (:func:`pharmalab.demand.flow_check`) and
+  ``persons`` (every person with a fill); person counts suppressed, and the month's units,
+  shares and dispensing blanked with them;
 * ``switches.csv`` — ``unique_id, switch_to, switch_to_name, k, persons``: starters who
   switched to another of the drugs given, by months since the start (suppressed);
 * ``backtest_comparison.csv`` — patient flow vs sales series vs combination, per window;
@@ -47,6 +48,11 @@ from pharmalab.forecast.outputs import write_forecast
 from pharmalab.privacy import suppress
 
 COMPARISON_FILE = "backtest_comparison.csv"
+#: Columns of backtest_metrics.csv and backtest_summary.csv (also when nothing is backtested).
+METRIC_COLUMNS = ["unique_id", "cutoff", "mase", "rmsse", "abs_error", "abs_actual", "wape",
+                  "pinball", "scaled_crps", "coverage_80", "coverage_95", "periods"]
+SUMMARY_COLUMNS = ["level", "series", "windows", "mase", "mase_median", "rmsse", "wape",
+                   "scaled_crps", "coverage_80", "coverage_95", "n_unscaled"]
 #: Mean days in a month (365.25 / 12).
 DAYS_PER_MONTH = 365.25 / 12
 
@@ -67,18 +73,20 @@ def write_patient_demand(made: list[tuple[PatientDemand, DemandBacktest | None]]
     flow_rows = [b.forecasts[b.forecasts["method"] == "patient_flow"].drop(columns="method")
                  for b in backtests]
     metrics = pd.concat([b.metrics[b.metrics["method"] == "patient_flow"] for b in backtests],
-                        ignore_index=True) if backtests else pd.DataFrame()
-    if len(metrics):
-        metrics = metrics.drop(columns=["method", "weight"]).assign(level="drug")
+                        ignore_index=True) if backtests else pd.DataFrame(columns=[
+                            *METRIC_COLUMNS, "method", "weight_patient_flow"])
+    metrics = metrics.drop(columns=["method", "weight_patient_flow"]).assign(level="drug")
     level_of = {d.flow.unique_id: "drug" for d in demands}
     result = ForecastResult(
         forecast=pd.concat([d.forecast for d in demands], ignore_index=True),
         paths=pd.concat([d.paths for d in demands], ignore_index=True),
-        backtest=pd.concat(flow_rows, ignore_index=True) if flow_rows else pd.DataFrame(),
+        backtest=pd.concat(flow_rows, ignore_index=True) if flow_rows else pd.DataFrame(
+            columns=[*demands[0].forecast.columns, "cutoff", "y"]),
         backtest_paths=pd.concat([b.paths for b in backtests], ignore_index=True)
         if backtests else pd.DataFrame(columns=["unique_id", "ds", "path", "y", "cutoff"]),
         metrics=metrics,
-        summary=summarize_metrics(metrics, level_of) if len(metrics) else pd.DataFrame(),
+        summary=summarize_metrics(metrics, level_of) if len(metrics)
+        else pd.DataFrame(columns=SUMMARY_COLUMNS),
         model_choice=pd.DataFrame([_choice(d, b) for d, b in made]),
         reconciliation=pd.DataFrame(columns=["cutoff", "method", "reason"]),
         hierarchy=hierarchy,
@@ -108,6 +116,8 @@ def write_patient_demand(made: list[tuple[PatientDemand, DemandBacktest | None]]
     if backtests:
         comparison = pd.concat([b.metrics for b in backtests], ignore_index=True)
         written.append(write_csv(folder / COMPARISON_FILE, comparison))
+    else:  # a comparison from an earlier run in this folder would not be of this forecast
+        (folder / COMPARISON_FILE).unlink(missing_ok=True)
     manifest = {"kind": "pharmalab.demand", "scenario": [d.scenario.model_dump()
                                                          for d in demands][0],
                 "flow_settings": {k: getattr(demands[0].flow.settings, k) for k in (
@@ -137,6 +147,8 @@ def read_scenario(path: str | os.PathLike) -> Scenario:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise DemandInputError(f"scenario file {str(path)!r}: cannot read it ({exc})") from None
     data = data.get("scenario", data) if isinstance(data, dict) else data
+    if isinstance(data, dict):
+        data = {"name": path.stem, **data}  # a scenario is called by its file unless named
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
@@ -190,6 +202,24 @@ def run_patient_demand(db: Database, out: str | os.PathLike, concept_ids: list[i
     return DemandRun(written, comparison, made)
 
 
+def demand_summary(run: DemandRun, min_cell_count: int) -> pd.DataFrame:
+    """Per drug: new starters in the history (suppressed below ``min_cell_count``), the last 12
+    months' dispensing and the forecast total over the horizon with its 80% interval (from
+    the summed paths)."""
+    rows = []
+    for made, _ in run.made:
+        totals = made.paths.groupby("path")["y"].sum()
+        months = made.flow.months
+        rows.append({"unique_id": made.flow.unique_id,
+                     "new starters (history)": int(months["starters"].sum()),
+                     "dispensed, last 12 months": float(months["dispensed"].tail(12).sum()),
+                     "forecast total": round(float(totals.mean()), 1),
+                     "80% interval": f"{totals.quantile(0.1):,.0f} – "
+                                     f"{totals.quantile(0.9):,.0f}"})
+    shown = suppress(pd.DataFrame(rows), ["new starters (history)"], min_cell_count)
+    return shown.drop(columns="new starters (history)_suppressed")
+
+
 def yearly_flow(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
     """The flow identity per year (for reading and figures): ``unique_id, year, starters,
     active_months`` (person-months on treatment), ``units``, ``units_flow``; person counts
@@ -241,6 +271,10 @@ def _persistence(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
         # months on treatment (Sikka et al. 2005; not capped, so early refills show)
         table["mpr"] = table["units_per_patient"] / DAYS_PER_MONTH
     table = table[table["observed"] > 0]
+    # units per patient are carried from elsewhere where no one is on treatment: not shown
+    for column in ("units_per_patient", "mpr"):
+        if column in table:
+            table[column] = table[column].mask(table["active"] == 0)
     shown = suppress(table, ["observed", "active"], min_cell_count)
     hidden = shown["observed_suppressed"] | shown["active_suppressed"]
     for column in ("on_treatment", "units_per_patient", "mpr"):
@@ -253,12 +287,19 @@ def _persistence(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
 def _check(demand: PatientDemand, min_cell_count: int) -> pd.DataFrame:
     check = flow_check(demand.flow)
     check.insert(0, "unique_id", demand.flow.unique_id)
-    shown = suppress(check, ["starters", "active"], min_cell_count)
-    hidden = shown["active_suppressed"]
-    for column in ("units", "units_flow", "active_flow", "gap_units", "gap_units_pct"):
+    check["persons"] = demand.flow.months["persons"].to_numpy()
+    shown = suppress(check, ["starters", "active", "persons"], min_cell_count)
+    # Anything from which a blanked count could be rebuilt goes with it: the starters' units
+    # and shares (units ÷ share = dispensed), and the month's dispensing of fewer persons
+    # than the minimum (one fill of one day each is a head count).
+    hidden = shown["starters_suppressed"] | shown["active_suppressed"]
+    for column in ("units", "units_flow", "active_flow", "gap_units", "gap_units_pct",
+                   "starters_share"):
         shown[column] = shown[column].mask(hidden)
+    shown["dispensed"] = shown["dispensed"].mask(shown["persons_suppressed"] | hidden)
     return shown
 
 
-__all__ = ["COMPARISON_FILE", "DemandRun", "read_scenario", "run_patient_demand",
+__all__ = ["COMPARISON_FILE", "DemandRun", "demand_summary", "read_scenario",
+           "run_patient_demand",
            "write_patient_demand", "yearly_flow"]

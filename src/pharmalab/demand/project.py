@@ -5,9 +5,11 @@ and the scenario levers a planner asks for.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pharmalab.demand.flow import PatientFlow
 from pharmalab.demand.rates import Rates, cohort_matrix, estimate_rates, month_number
@@ -37,19 +39,54 @@ class Scenario(BaseModel):
         programme's effect.
     dose_factor, dose_from
         From ``dose_from`` on, units per patient-month × ``dose_factor`` (1.2: a 20 % higher
-        dose or pack size).
+        dose or pack size), for every patient: new starters, those on treatment and the
+        other patients.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = "base"
     starter_growth: float = Field(0.0, gt=-1.0)
-    competitor_launch: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    competitor_launch: str | None = None
     competitor_share: float = Field(0.0, ge=0.0, le=1.0)
     discontinuation_reduction: float = Field(0.0, ge=0.0, le=1.0)
-    support_from: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    support_from: str | None = None
     dose_factor: float = Field(1.0, gt=0.0)
-    dose_from: str | None = Field(None, pattern=r"^\d{4}-\d{2}$")
+    dose_from: str | None = None
+
+    @field_validator("competitor_launch", "support_from", "dose_from")
+    @classmethod
+    def _month(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+            raise ValueError(f"expected a month YYYY-MM (e.g. 2020-01), got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        for month, lever, neutral in (("competitor_launch", "competitor_share", 0.0),
+                                      ("support_from", "discontinuation_reduction", 0.0),
+                                      ("dose_from", "dose_factor", 1.0)):
+            if getattr(self, month) is not None and getattr(self, lever) == neutral:
+                raise ValueError(f"{month} is given without {lever}: it would change nothing")
+        return self
+
+
+def lever_notes(flow: PatientFlow, scenario: Scenario, rates: Rates, horizon: int) -> list[str]:
+    """What a reader should know about levers that change little or nothing here."""
+    notes = []
+    first = int(month_number([flow.last_month])[0]) + 1
+    for month, what in ((scenario.competitor_launch, "competitor_launch"),
+                        (scenario.support_from, "support_from"),
+                        (scenario.dose_from, "dose_from")):
+        if month is not None and _month_of(month, first) >= first + horizon:
+            notes.append(f"{flow.unique_id}: {what} {month} is after the horizon: it changes "
+                         "nothing in this forecast")
+    later = rates.units[0][1:]
+    if scenario.discontinuation_reduction > 0 and later.size and np.allclose(later, 0):
+        notes.append(f"{flow.unique_id}: starters on treatment after their first month take "
+                     "no units in this data (no refills), so keeping them on treatment "
+                     "(discontinuation_reduction) changes nothing")
+    return notes
 
 
 def _month_of(text: str | None, default: int) -> int:
@@ -180,7 +217,9 @@ def project(flow: PatientFlow, starter_paths: np.ndarray, rest_paths: np.ndarray
         per_fill = _units_per_fill(flow)
         rng = np.random.default_rng(seed)
         expected = rng.poisson(np.maximum(expected, 0) / per_fill) * per_fill
-    return np.maximum(expected + rest_paths, 0.0)
+    # a dose or pack-size change applies to every patient, the other patients' too
+    rest = rest_paths * np.where(months >= dose, scenario.dose_factor, 1.0)[None, :]
+    return np.maximum(expected + rest, 0.0)
 
 
 def _starter_levers(scenario: Scenario, months: np.ndarray, first: int) -> np.ndarray:
@@ -191,8 +230,8 @@ def _starter_levers(scenario: Scenario, months: np.ndarray, first: int) -> np.nd
 
 def _units_per_fill(flow: PatientFlow, months: int = 36) -> float:
     recent = flow.months.tail(months)
-    fills = recent["fills"].sum()
-    return float(recent["dispensed"].sum() / fills) if fills else 1.0
+    fills, units = recent["fills"].sum(), recent["dispensed"].sum()
+    return float(units / fills) if fills and units > 0 else 1.0
 
 
 __all__ = ["Scenario", "bootstrap_rates", "project"]
