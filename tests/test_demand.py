@@ -7,6 +7,7 @@ amounts; a simulated CDM whose known future the 80% interval must cover; bad inp
 from __future__ import annotations
 
 import datetime as dt
+import json
 import subprocess
 import sys
 
@@ -217,8 +218,11 @@ def test_cli_writes_a_forecast_folder_that_supply_reads(tmp_path):
     out = tmp_path / "demand"
     subprocess.run([sys.executable, "-m", "pharmalab.cli", "demand", "patients",
                     "--cdm", f"duckdb:///{tmp_path / 'sim.duckdb'}", "--concept-id", str(DRUG),
-                    "--backtest-windows", "2", "--horizon", "6", "--out", str(out)],
+                    "--backtest-windows", "2", "--horizon", "6", "--models",
+                    "SeasonalNaive,AutoETS", "--out", str(out)],
                    check=True, capture_output=True, text=True)
+    manifest = json.loads((out / "forecast_manifest.json").read_text())
+    assert manifest["settings"]["models"] == ["SeasonalNaive", "AutoETS"]
     forecast = pd.read_parquet(out / "forecast.parquet")
     assert len(forecast) == 6 and {"mean", "q0.50", "lo-80", "hi-95"} <= set(forecast)
     persistence = pd.read_csv(out / "persistence.csv")

@@ -787,6 +787,10 @@ def demand_patients(
              "discontinuation_reduction/support_from, dose_factor/dose_from.")] = None,
     paths: Annotated[int, typer.Option(
         "--paths", min=50, max=2000, help="Sample paths per drug.")] = 200,
+    models: Annotated[str | None, typer.Option(
+        "--models", help="Comma-separated models for the starters, the other patients and "
+                         "the sales series (default: SeasonalNaive, AutoETS, AutoTheta; any "
+                         "of pharmalab forecast's).")] = None,
     cdm_schema: CdmSchema = None,
     vocab_schema: VocabSchema = None,
     results_schema: ResultsSchema = None,
@@ -809,7 +813,8 @@ def demand_patients(
     flow_settings = FlowSettings(washout=washout, permissible_gap=permissible_gap,
                                  measure=measure, indication_cohort=indication_cohort)
     settings = ForecastSettings(horizon=horizon, backtest_windows=max(backtest_windows, 1),
-                                models=DEFAULT_MODELS, n_paths=paths)
+                                models=tuple(_names(models)) if models else DEFAULT_MODELS,
+                                n_paths=paths)
     db = _char_db(cdm, cdm_schema, vocab_schema, results_schema)
     with console.status("patient flow") as status:
         run = run_patient_demand(

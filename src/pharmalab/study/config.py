@@ -432,6 +432,7 @@ class DemandSection(_Model):
     horizon: StrictInt = Field(12, ge=1, le=120)
     backtest_windows: StrictInt = Field(3, ge=0, le=24)
     paths: StrictInt = Field(200, ge=50, le=2000)
+    models: list[str] | None = None
     # [demand.scenario]: the levers of pharmalab.demand.Scenario, checked by that model
     scenario: dict | None = None
 

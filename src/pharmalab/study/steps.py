@@ -796,7 +796,8 @@ def _demand(ctx: StepContext, tick: Tick) -> Section:
                                             indication_cohort=d.indication_cohort)
         settings = ForecastSettings(horizon=d.horizon,
                                     backtest_windows=max(d.backtest_windows, 1),
-                                    models=DEFAULT_MODELS, n_paths=d.paths)
+                                    models=tuple(d.models) if d.models else DEFAULT_MODELS,
+                                    n_paths=d.paths)
     except PharmalabInputError as exc:
         raise StudyConfigError(f"[demand]: {exc}") from None
     scenario = demand.Scenario(**d.scenario) if d.scenario else None
