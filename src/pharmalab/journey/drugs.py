@@ -160,7 +160,9 @@ def drug_exposures(
         days_supply=supply,
         days_supply_used=ibis.cases((imputed, from_dates), else_=supply).cast("int64"),
         days_supply_imputed=imputed,
-        quantity=e.quantity.cast("float64"),
+        # (a minimal drug_exposure without the optional quantity column still works)
+        quantity=(e.quantity.cast("float64") if "quantity" in e.columns
+                  else ibis.null("float64")),
     )
 
 
