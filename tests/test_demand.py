@@ -190,6 +190,8 @@ def test_gibleed_flow_identity_holds(gibleed, concept_id, name, starters):
     assert check["gap_units"].abs().max() == pytest.approx(0, abs=1e-9)
     assert check["units"].sum() == starters
     assert flow.months["dispensed"].sum() == {1118084: 1844, 1124300: 850}[concept_id]
+    with pytest.raises(DemandInputError, match="192671 .* is a Condition concept, not a Drug"):
+        patient_flow(gibleed, 192671)  # gastrointestinal hemorrhage
     with pytest.raises(DemandInputError, match="no fill records a quantity above 0"):
         patient_flow(gibleed, concept_id, settings=FlowSettings(measure="quantity"))
 

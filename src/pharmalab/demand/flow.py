@@ -182,7 +182,8 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
     Raises
     ------
     DemandInputError
-        For a concept id that is not a whole number or not in ``concept``, a drug without
+        For a concept id that is not a whole number, not in ``concept`` or of another domain
+        than Drug (a condition, say), a drug without
         fills before ``as_of``, no new starter (e.g. a washout longer than any observation
         before a first fill), or an indication cohort with no rows.
     CdmNotFoundError
@@ -243,6 +244,11 @@ def patient_flow(db: Database, concept_id: int, *, settings: FlowSettings | None
                  "rest (persons already on the drug when the data begin, or without "
                  f"{settings.washout} days of observation before their first fill) is "
                  "forecast as its own series")
+    others = [int(c) for c in switch_to if int(c) != concept_id]
+    if others and switches.empty:
+        notes.append(f"{label}: no new starter switched to {', '.join(map(str, others))} "
+                     f"within {settings.permissible_gap} days of the end of the first "
+                     "treatment episode")
     return PatientFlow(label, concept_id, months, cohorts, settings, as_of, notes, switches)
 
 
@@ -287,11 +293,18 @@ def _switches(db: Database, episodes: ir.Table, starters: ir.Table, others: list
 
 def _concept_name(db: Database, concept_id: int) -> str:
     concept = db.table("concept", "vocab")
-    rows = concept.filter(concept.concept_id == concept_id).select("concept_name").to_pandas()
+    columns = [c for c in ("concept_name", "domain_id") if c in concept.columns]
+    rows = concept.filter(concept.concept_id == concept_id).select(columns).to_pandas()
     if rows.empty:
         raise DemandInputError(f"concept id {concept_id} is not in the vocabulary's concept "
                                "table; expected a drug concept such as 1118084 (celecoxib)")
-    return str(rows["concept_name"].iloc[0])
+    name = str(rows["concept_name"].iloc[0])
+    domain = rows["domain_id"].iloc[0] if "domain_id" in rows else None
+    if isinstance(domain, str) and domain not in ("Drug", ""):
+        raise DemandInputError(f"concept {concept_id} ({name}) is a {domain} concept, not a "
+                               "Drug; expected an ingredient or a drug class such as 1118084 "
+                               "(celecoxib)")
+    return name
 
 
 def _month(date: ir.DateValue) -> ir.IntegerValue:
