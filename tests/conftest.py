@@ -166,3 +166,40 @@ def demo_results(tmp_path_factory):
     from pharmalab.study import demo_study_path, run
 
     return run(demo_study_path(), tmp_path_factory.mktemp("demo") / "demo")
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A throwaway PostgreSQL cluster on a loopback port (tests/servers.py), stopped at the end.
+
+    Skips when PostgreSQL's server programs are absent (Debian: apt-get install postgresql;
+    .ci/run installs it).
+    """
+    from servers import PostgresCluster, ServerUnavailable
+
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pharmalab[postgres])")
+    try:
+        cluster = PostgresCluster.start()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_gibleed(postgres_server):
+    """GiBleed loaded from the Eunomia archive into PostgreSQL (schema ``gibleed``) with
+    CohortGenerator's cohorts 1–4 and the negative-control outcomes in ``gibleed_results``:
+    (Database, LoadResult)."""
+    from pharmalab import cdm, cohorts
+    from pharmalab.engine import database
+
+    db = database(postgres_server.url(cdm_schema="gibleed", results_schema="gibleed_results"))
+    result = cdm.load(need(GIBLEED_TAR), db)
+    folder = need(DATA / "cohorts" / "cohortgenerator")
+    cohorts.generate_cohorts(db, cohorts.read_cohort_set(folder))
+    controls = cohorts.read_negative_controls(
+        folder / "negativecontrols" / "negativeControlOutcomes.csv")
+    cohorts.generate_negative_control_cohorts(db, controls)
+    yield db, result
+    db.con.disconnect()

@@ -2,7 +2,9 @@
 
 Reading is engine-native: DuckDB's ``read_csv``/``read_parquet`` or Spark's readers, every
 value read as text and cast in the engine to the CDM type, so a multi-GB CDM loads in bounded
-memory and nothing passes through pandas.
+memory and nothing passes through pandas. A server engine that cannot read this machine's
+files (PostgreSQL) gets the tables typed and validated in an embedded DuckDB, then bulk-copied
+(:mod:`pharmalab.engine.bulk`).
 
 All tables are validated before any is written: a bad value anywhere leaves the database as
 it was. A new DuckDB file is built under a temporary name and renamed when complete.
@@ -29,7 +31,7 @@ from pharmalab.cdm.sources import (
     unpack_archive,
 )
 from pharmalab.cdm.spec import RESULTS_TABLES, Table, cdm_spec, normalize_version
-from pharmalab.engine import Database, EngineURL, database, parse_url
+from pharmalab.engine import Database, EngineURL, bulk, database, parse_url
 from pharmalab.errors import CdmInputError
 
 _IBIS_TYPES = {
@@ -175,6 +177,76 @@ def _load_into_url(files, parsed: EngineURL, cdm_version, progress) -> LoadResul
 
 
 def _load_files(files: list[TableFile], db: Database, cdm_version, progress) -> LoadResult:
+    if not bulk.reads_files(db):
+        return _load_through_duckdb(files, db, cdm_version, progress)
+    result, planned = _validate_files(files, db, cdm_version, progress)
+    for role in ("cdm", "vocab"):
+        db.ensure_schema(role)
+    if db.url.kind == "duckdb":
+        _write_duckdb(db, planned)
+    else:  # no multi-table transaction here: each table is replaced on its own
+        for table, f, typed in planned:
+            try:
+                db.con.create_table(table.name, typed, database=db.schema(table.role),
+                                    overwrite=True)
+            except Exception as exc:
+                raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be read: "
+                                    f"{_first_line(exc)}") from None
+    _count_rows(db, planned, result)
+    return result
+
+
+def _load_through_duckdb(files, db: Database, cdm_version, progress) -> LoadResult:
+    """Validate and type in an embedded DuckDB, then bulk-copy into a server engine.
+
+    For engines that cannot read this machine's files (PostgreSQL): the same checks as a
+    DuckDB load, then each typed table goes through a scratch CSV into the server, every
+    table in one transaction (:mod:`pharmalab.engine.bulk`).
+    """
+    with tempfile.TemporaryDirectory(prefix="pharmalab-stage-") as scratch:
+        # spills to the scratch folder instead of holding a large CDM in memory
+        staging = database(EngineURL("duckdb", ""))
+        staging.con.raw_sql(f"SET temp_directory = '{scratch}'")
+        try:
+            result, planned = _validate_files(files, staging, cdm_version, progress)
+            for role in ("cdm", "vocab"):
+                db.ensure_schema(role)
+
+            def staged():
+                for table, f, typed in planned:
+                    csv = Path(scratch) / f"{table.name}.csv"
+                    try:
+                        sql = ibis.to_sql(typed, dialect="duckdb")
+                        staging.con.raw_sql(
+                            f"COPY ({sql}) TO '{csv}' (FORMAT csv, HEADER false)")
+                    except Exception as exc:
+                        raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be "
+                                            f"read: {_first_line(exc)}") from None
+                    yield bulk.CsvTable(db.schema(table.role), table.name, typed.schema(), csv)
+                    csv.unlink()
+
+            try:
+                bulk.copy_into_postgres(db, staged())
+            except CdmInputError:
+                raise
+            except Exception as exc:
+                raise CdmInputError(
+                    f"writing the CDM into {db.url.redacted()} failed, nothing was changed: "
+                    f"{_first_line(exc)}") from None
+        finally:
+            staging.con.disconnect()
+    _count_rows(db, planned, result)
+    return result
+
+
+def _count_rows(db: Database, planned, result: LoadResult) -> None:
+    for table, f, _ in planned:
+        rows = int(db.table(table.name, table.role).count().execute())
+        result.tables.append(LoadedTable(table.name, db.schema(table.role), rows, f.path.name))
+
+
+def _validate_files(files: list[TableFile], db: Database, cdm_version, progress):
+    """Read and validate every file in ``db``: the LoadResult so far and the typed tables."""
     raws = {f.table: (f, _read_raw(db, f)) for f in files}
     version = _detect_version(raws, cdm_version)
     spec = cdm_spec(version)
@@ -195,23 +267,7 @@ def _load_files(files: list[TableFile], db: Database, cdm_version, progress) -> 
             progress(name)
         typed = _validate_and_type(table, f, raw, result)
         planned.append((table, f, typed))
-
-    for role in ("cdm", "vocab"):
-        db.ensure_schema(role)
-    if db.url.kind == "duckdb":
-        _write_duckdb(db, planned)
-    else:  # no multi-table transaction here: each table is replaced on its own
-        for table, f, typed in planned:
-            try:
-                db.con.create_table(table.name, typed, database=db.schema(table.role),
-                                    overwrite=True)
-            except Exception as exc:
-                raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be read: "
-                                    f"{_first_line(exc)}") from None
-    for table, f, _ in planned:
-        rows = int(db.table(table.name, table.role).count().execute())
-        result.tables.append(LoadedTable(table.name, db.schema(table.role), rows, f.path.name))
-    return result
+    return result, planned
 
 
 def _write_duckdb(db: Database, planned) -> None:

@@ -140,7 +140,8 @@ def cdm_spec(version: str = "5.4") -> CdmSpec:
         columns.setdefault(f["table"], []).append(
             Column(
                 table=f["table"],
-                name=f["column"],
+                # the OHDSI DDL quotes a reserved word in the name itself ("offset")
+                name=f["column"].strip('"'),
                 position=int(f["position"]),
                 datatype=f["datatype"],
                 required=f["required"] == "True",

@@ -176,11 +176,15 @@ def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
         project, dataset = parsed.target.split("/")
         return ibis.bigquery.connect(project_id=project, dataset_id=dataset)
     try:
-        return ibis.connect(f"postgres://{parsed.target}")
+        con = ibis.connect(f"postgres://{parsed.target}")
     except ImportError as exc:
         raise EngineURLError(
             "PostgreSQL needs the optional dependencies: pip install 'pharmalab[postgres]'"
         ) from exc
+    from pharmalab.engine.postgres import apply_overrides
+
+    apply_overrides()
+    return con
 
 
 def _connect_spark(master: str) -> BaseBackend:

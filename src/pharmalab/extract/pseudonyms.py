@@ -25,9 +25,10 @@ In the engine HMAC is built from the engine's SHA-256 over binary values (RFC 21
 
 with ``K'`` the key zero-padded to 64 bytes (hashed first if longer). The two padded keys are
 constants computed here; the engine concatenates hex strings and decodes them with
-``unhex``, hashes with DuckDB's ``sha256(BLOB)`` / Spark's ``sha2(BINARY, 256)`` (Ibis's
-``HexDigest``), and reads hex digits as integers (DuckDB ``CAST('0x…' AS BIGINT)``, Spark
-``conv(…, 16, 10)``). The padded keys reach the engine as the columns of a one-row temporary
+``unhex`` (PostgreSQL ``decode(…, 'hex')``), hashes with DuckDB's ``sha256(BLOB)`` / Spark's
+``sha2(BINARY, 256)`` (Ibis's ``HexDigest``) / PostgreSQL's ``sha256(bytea)``, and reads hex
+digits as integers (DuckDB ``CAST('0x…' AS BIGINT)``, Spark ``conv(…, 16, 10)``, PostgreSQL
+digit by digit). The padded keys reach the engine as the columns of a one-row temporary
 table joined to the data (:func:`key_table`), never as literals in the SQL text, so the key
 does not appear in query logs, plans or error messages (Spark prints whole plans in them).
 """
@@ -38,7 +39,8 @@ import contextlib
 import hashlib
 import hmac
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import ibis
 import ibis.expr.datatypes as dt
@@ -110,12 +112,12 @@ def key_table(db: Database, key: PseudonymKey) -> Iterator[ir.Table]:
     Raises
     ------
     ExtractInputError
-        For engines other than DuckDB and Spark.
+        For engines other than DuckDB, Spark and PostgreSQL.
     """
     check_engine(db.url.kind)
     name = f"_pl_keys_{secrets.token_hex(8)}"
     ipad, opad = padded_keys(key)
-    if db.url.kind == "duckdb":
+    if db.url.kind in ("duckdb", "postgres"):
         db.con.create_table(name, pa.table({IPAD_COLUMN: [ipad], OPAD_COLUMN: [opad]}),
                             temp=True)
     else:  # Ibis cannot create temporary tables on Spark: a temporary view
@@ -127,6 +129,8 @@ def key_table(db: Database, key: PseudonymKey) -> Iterator[ir.Table]:
     finally:
         if db.url.kind == "duckdb":
             db.con.raw_sql(f'DROP TABLE IF EXISTS temp.main."{name}"')
+        elif db.url.kind == "postgres":
+            db.con.raw_sql(f'DROP TABLE IF EXISTS pg_temp."{name}"')
         else:
             db.con._session.catalog.dropTempView(name)
 
@@ -146,18 +150,67 @@ def _conv(value: str, from_base: int, to_base: int) -> str:
     """Spark ``conv``: a number written in one base, rewritten in another."""
 
 
+@ibis.udf.scalar.builtin(name="decode")
+def _pg_decode(value: str, encoding: str) -> dt.binary:
+    """PostgreSQL ``decode(text, 'hex')``: hex text → bytea."""
+
+
+@ibis.udf.scalar.builtin(name="encode")
+def _pg_encode(value: dt.binary, encoding: str) -> str:
+    """PostgreSQL ``encode(bytea, 'hex')``: bytea → lowercase hex text."""
+
+
+@ibis.udf.scalar.builtin(name="convert_to")
+def _pg_convert_to(value: str, encoding: str) -> dt.binary:
+    """PostgreSQL ``convert_to(text, 'UTF8')``: the text's bytes."""
+
+
+@ibis.udf.scalar.builtin(name="sha256")
+def _pg_sha256(value: dt.binary) -> dt.binary:
+    """PostgreSQL's built-in ``sha256(bytea)`` (core since PostgreSQL 11, no pgcrypto)."""
+
+
 def _sha256_hex(value: ir.BinaryValue) -> ir.StringValue:
     # Ibis exposes hexdigest on strings only; its operation accepts binary, which DuckDB's
     # sha256 and Spark's sha2(…, 256) hash as bytes.
     return ops.HexDigest(value, "sha256").to_expr()
 
 
-# Eight hex digits → a non-negative BIGINT. Engine differences live here only.
-_HEX8_TO_INT = {
-    "duckdb": lambda s: ("0x" + s).cast("int64"),
-    "pyspark": lambda s: _conv(s, 16, 10).cast("int64"),
+@ibis.udf.scalar.builtin(name="int8")
+def _pg_int8(value: int) -> dt.int64:
+    """PostgreSQL ``int8(integer)``: widen to BIGINT (Ibis drops a cast it thinks a no-op)."""
+
+
+def _pg_hex8(s: ir.StringValue) -> ir.IntegerValue:
+    # Σ digit·16^k over the eight digits, in BIGINT: strpos gives an int4 that Ibis believes
+    # is int64, and 16^7·15 overflows int4.
+    digits = ibis.literal("0123456789abcdef")
+    value = _pg_int8(digits.find(s.substr(0, 1).lower()))
+    for i in range(1, 8):
+        value = value * 16 + _pg_int8(digits.find(s.substr(i, 1).lower()))
+    return value
+
+
+@dataclass(frozen=True)
+class _EngineHex:
+    """The engine's functions for hex text, bytes and SHA-256 (engine differences live here)."""
+
+    unhex: Callable[[ir.StringValue], ir.BinaryValue]
+    text_hex: Callable[[ir.StringValue], ir.StringValue]  # UTF-8 bytes of text, as hex
+    sha256_hex: Callable[[ir.BinaryValue], ir.StringValue]
+    hex8_to_int: Callable[[ir.StringValue], ir.IntegerValue]  # 8 hex digits → BIGINT
+
+
+_ENGINES = {
+    "duckdb": _EngineHex(_unhex, _hex, _sha256_hex, lambda s: ("0x" + s).cast("int64")),
+    "pyspark": _EngineHex(_unhex, _hex, _sha256_hex,
+                          lambda s: _conv(s, 16, 10).cast("int64")),
+    "postgres": _EngineHex(lambda s: _pg_decode(s, "hex"),
+                           lambda s: _pg_encode(_pg_convert_to(s, "UTF8"), "hex"),
+                           lambda b: _pg_encode(_pg_sha256(b), "hex"),
+                           _pg_hex8),
 }
-ENGINES = tuple(_HEX8_TO_INT)
+ENGINES = tuple(_ENGINES)
 
 
 def check_engine(kind: str) -> None:
@@ -166,12 +219,12 @@ def check_engine(kind: str) -> None:
     Raises
     ------
     ExtractInputError
-        For engines other than DuckDB and Spark.
+        For engines other than DuckDB, Spark and PostgreSQL.
     """
-    if kind not in _HEX8_TO_INT:
+    if kind not in _ENGINES:
         raise ExtractInputError(
             f"de-identified extraction computes HMAC in the engine and supports "
-            f"{' and '.join(ENGINES)}, not {kind!r}")
+            f"{', '.join(ENGINES)}, not {kind!r}")
 
 
 def hmac_hex(kind: str, rel: ir.Table, value: ir.Value,
@@ -185,13 +238,14 @@ def hmac_hex(kind: str, rel: ir.Table, value: ir.Value,
         value = value.cast("int64")
     text = value if value.type().is_string() else value.cast("string")
     text = ibis.literal(f"{id_label(column)}:") + text
-    inner = _sha256_hex(_unhex(rel[IPAD_COLUMN] + _hex(text)))
-    return _sha256_hex(_unhex(rel[OPAD_COLUMN] + inner))
+    f = _ENGINES[kind]
+    inner = f.sha256_hex(f.unhex(rel[IPAD_COLUMN] + f.text_hex(text)))
+    return f.sha256_hex(f.unhex(rel[OPAD_COLUMN] + inner))
 
 
 def digest_pseudonym(kind: str, digest: ir.StringValue) -> ir.IntegerValue:
     """The pseudonym (BIGINT) from a hex digest: its first 63 bits."""
-    hex8 = _HEX8_TO_INT[kind]
+    hex8 = _ENGINES[kind].hex8_to_int
     high = hex8(digest.substr(0, 8)) % 2147483648  # clears the top bit of the 64
     return high * 4294967296 + hex8(digest.substr(8, 8))
 
@@ -200,5 +254,5 @@ def digest_offset(kind: str, digest: ir.StringValue, max_days: int) -> ir.Intege
     """The date offset (days, int64) from a hex digest; see the module docstring."""
     if max_days <= 0:
         return ibis.literal(0, type="int64")
-    x = _HEX8_TO_INT[kind](digest.substr(16, 8)) % (2 * max_days)
+    x = _ENGINES[kind].hex8_to_int(digest.substr(16, 8)) % (2 * max_days)
     return ibis.ifelse(x < max_days, x - max_days, x - max_days + 1).cast("int64")

@@ -160,7 +160,7 @@ def extract(
     ------
     ExtractInputError
         Bad settings, a cohort without entries, an engine without in-engine HMAC
-        (de-identification runs on DuckDB and Spark), or an ``out`` that is a non-empty
+        (de-identification runs on DuckDB, Spark and PostgreSQL), or an ``out`` that is a non-empty
         folder other than an earlier extraction.
     PseudonymKeyError
         An unreadable key file or a key shorter than 16 bytes.
