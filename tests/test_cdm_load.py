@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import GIBLEED_ROWS, GIBLEED_TAR, SYNTHEA_ZIP, need
@@ -171,6 +172,56 @@ def test_non_date_in_a_date_column(small_cdm, tmp_path):
         "drug_exposure.csv (table drug_exposure), column drug_exposure_start_date: expected a "
         "date (YYYY-MM-DD), found '2010-02-30' at data row 17")
     _assert_nothing_written(target)
+
+
+@pytest.mark.parametrize("written", ["8532.7", "8532.0", "1e3", "0x10", "8_532"])
+def test_an_id_must_be_written_as_an_integer(small_cdm, tmp_path, written):
+    """DuckDB's own reader would round 8532.7 and read 1e3, 0x10 or 8_532 as integers; a
+    concept id written so is refused, by name, before anything is written."""
+    person = small_cdm / "person.csv"
+    lines = person.read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("6,8532,"))
+    lines[row] = lines[row].replace("6,8532,", f"6,{written},", 1)
+    person.write_text("\n".join(lines) + "\n")
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError) as err:
+        cdm.load(small_cdm, f"duckdb://{target}")
+    assert str(err.value) == (
+        f"person.csv (table person), column gender_concept_id: expected an integer, found "
+        f"{written!r} at data row {row}")
+    _assert_nothing_written(target)
+
+
+def test_blank_values_and_rows(small_cdm, tmp_path):
+    """Blank dates and integers (spaces only) are NULL, padded integers are read, and a row
+    with no value at all is dropped — on the one-pass read and on its text fallback alike."""
+    drug = small_cdm / "drug_exposure.csv"
+    lines = drug.read_text().splitlines()
+    header = lines[0].split(",")
+    fields = lines[5].split(",")
+    drug_exposure_id = int(fields[0])
+    fields[header.index("days_supply")] = " 30 "
+    fields[header.index("refills")] = "  "
+    lines[5] = ",".join(fields)
+    drug.write_text("\n".join([*lines, ",".join([""] * len(header))]) + "\n")
+    person = small_cdm / "person.csv"  # a date column holding only spaces: DuckDB's reader
+    lines = person.read_text().splitlines()  # refuses it, the text fallback reads NULL
+    header = lines[0].split(",")
+    fields = lines[1].split(",")
+    fields[header.index("birth_datetime")] = "   "
+    lines[1] = ",".join(fields)
+    person.write_text("\n".join(lines) + "\n")
+
+    result = cdm.load(small_cdm, f"duckdb://{tmp_path}/ok.duckdb")
+    assert result.rows()["drug_exposure"] == 100 and result.rows()["person"] == 50
+    db = database(f"duckdb://{tmp_path}/ok.duckdb")
+    de = db.table("drug_exposure").execute()
+    padded = de[de.drug_exposure_id == drug_exposure_id]
+    assert padded.days_supply.tolist() == [30] and padded.refills.isna().all()
+    person_id = int(lines[1].split(",")[0])
+    births = db.table("person").execute().set_index("person_id").birth_datetime
+    assert pd.isna(births[person_id]) and births.notna().sum() == 49
 
 
 def test_unknown_table(small_cdm, tmp_path):

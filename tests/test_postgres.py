@@ -36,6 +36,7 @@ def test_a_bad_value_leaves_postgres_as_it_was(postgres_server, gibleed_csv_fold
         (gibleed_csv_folder / "person.csv").write_text(_corrupt_person(gibleed_csv_folder))
         cdm.load(gibleed_csv_folder, db)
     assert db.list_tables("cdm") == []  # all tables in one transaction: none written
+    assert "bad_load" not in db.con.list_databases()  # nor an empty schema
 
 
 def _corrupt_person(folder):

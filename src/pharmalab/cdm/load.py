@@ -6,8 +6,16 @@ memory and nothing passes through pandas. A server engine that cannot read this 
 files (PostgreSQL) gets the tables typed and validated in an embedded DuckDB, then bulk-copied
 (:mod:`pharmalab.engine.bulk`).
 
-All tables are validated before any is written: a bad value anywhere leaves the database as
-it was. A new DuckDB file is built under a temporary name and renamed when complete.
+A CSV file read by DuckDB takes one pass: DuckDB's reader parses dates, date-times and numbers
+itself (raising on a value that is not one), integer columns are read as text and cast only
+when written exactly as an integer, and the typed rows go straight into the table
+(:func:`_duckdb_csv_select`). Only when that pass fails is the file read again, column by
+column as text, to name the bad value, its column and its data row (:func:`_validate_and_type`).
+Other engines and Parquet files are validated by one aggregate pass, then written.
+
+Either way a bad value anywhere leaves the database as it was: DuckDB writes every table in
+one transaction, PostgreSQL too (:mod:`pharmalab.engine.bulk`), and a new DuckDB file is built
+under a temporary name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -72,6 +80,18 @@ class LoadResult:
     def rows(self) -> dict[str, int]:
         """Rows per table: ``{table: rows}``."""
         return {t.table: t.rows for t in self.tables}
+
+
+@dataclass
+class _Planned:
+    """A table to write: its spec, file and raw reading; ``typed`` is the validated expression,
+    or None for a CSV that DuckDB will type and check in the write itself."""
+
+    table: Table
+    file: TableFile
+    raw: ibis.Table
+    typed: ibis.Table | None
+    version: str
 
 
 def load(
@@ -178,16 +198,23 @@ def _load_into_url(files, parsed: EngineURL, cdm_version, progress) -> LoadResul
 
 def _load_files(files: list[TableFile], db: Database, cdm_version, progress) -> LoadResult:
     if not bulk.reads_files(db):
+        if db.url.kind != "postgres":
+            raise CdmInputError(
+                f"loading a CDM into {db.url.kind}:// is not supported yet; load the tables "
+                "with the engine's own bulk tool (BigQuery: bq load of a Parquet export) and "
+                "point pharmalab at the dataset")
         return _load_through_duckdb(files, db, cdm_version, progress)
-    result, planned = _validate_files(files, db, cdm_version, progress)
+    in_duckdb = db.url.kind == "duckdb"
+    result, planned = _validate_files(files, db, cdm_version, progress, defer_csv=in_duckdb)
     for role in ("cdm", "vocab"):
         db.ensure_schema(role)
-    if db.url.kind == "duckdb":
+    if in_duckdb:
         _write_duckdb(db, planned)
     else:  # no multi-table transaction here: each table is replaced on its own
-        for table, f, typed in planned:
+        for p in planned:
+            table, f = p.table, p.file
             try:
-                db.con.create_table(table.name, typed, database=db.schema(table.role),
+                db.con.create_table(table.name, p.typed, database=db.schema(table.role),
                                     overwrite=True)
             except Exception as exc:
                 raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be read: "
@@ -208,21 +235,16 @@ def _load_through_duckdb(files, db: Database, cdm_version, progress) -> LoadResu
         staging = database(EngineURL("duckdb", ""))
         staging.con.raw_sql(f"SET temp_directory = '{scratch}'")
         try:
-            result, planned = _validate_files(files, staging, cdm_version, progress)
-            for role in ("cdm", "vocab"):
-                db.ensure_schema(role)
+            result, planned = _validate_files(files, staging, cdm_version, progress,
+                                              defer_csv=True)
 
             def staged():
-                for table, f, typed in planned:
-                    csv = Path(scratch) / f"{table.name}.csv"
-                    try:
-                        sql = ibis.to_sql(typed, dialect="duckdb")
-                        staging.con.raw_sql(
-                            f"COPY ({sql}) TO '{csv}' (FORMAT csv, HEADER false)")
-                    except Exception as exc:
-                        raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be "
-                                            f"read: {_first_line(exc)}") from None
-                    yield bulk.CsvTable(db.schema(table.role), table.name, typed.schema(), csv)
+                for p in planned:
+                    csv = Path(scratch) / f"{p.table.name}.csv"
+                    _in_one_duckdb_pass(staging, p, lambda sql, csv=csv:
+                                        f"COPY ({sql}) TO '{csv}' (FORMAT csv, HEADER false)")
+                    yield bulk.CsvTable(db.schema(p.table.role), p.table.name,
+                                        _spec_schema(p.table), csv)
                     csv.unlink()
 
             try:
@@ -240,19 +262,25 @@ def _load_through_duckdb(files, db: Database, cdm_version, progress) -> LoadResu
 
 
 def _count_rows(db: Database, planned, result: LoadResult) -> None:
-    for table, f, _ in planned:
+    for p in planned:
+        table = p.table
         rows = int(db.table(table.name, table.role).count().execute())
-        result.tables.append(LoadedTable(table.name, db.schema(table.role), rows, f.path.name))
+        result.tables.append(LoadedTable(table.name, db.schema(table.role), rows, p.file.path.name))
 
 
-def _validate_files(files: list[TableFile], db: Database, cdm_version, progress):
-    """Read and validate every file in ``db``: the LoadResult so far and the typed tables."""
+def _validate_files(files: list[TableFile], db: Database, cdm_version, progress, *,
+                    defer_csv: bool = False):
+    """Read and validate every file in ``db``: the LoadResult so far and the planned tables.
+
+    ``defer_csv`` (``db`` is DuckDB): a CSV file's values are checked by the write itself
+    (:func:`_in_one_duckdb_pass`), so here only its columns are.
+    """
     raws = {f.table: (f, _read_raw(db, f)) for f in files}
     version = _detect_version(raws, cdm_version)
     spec = cdm_spec(version)
     result = LoadResult(cdm_version=version)
 
-    planned: list[tuple[Table, TableFile, ibis.Table]] = []
+    planned: list[_Planned] = []
     for name, (f, raw) in raws.items():
         if name in RESULTS_TABLES:  # pharmalab's cohorts package owns the results schema
             result.skipped.append((f.path.name, "results-schema table, not loaded"))
@@ -265,30 +293,120 @@ def _validate_files(files: list[TableFile], db: Database, cdm_version, progress)
         table = spec.tables[name]
         if progress:
             progress(name)
-        typed = _validate_and_type(table, f, raw, result)
-        planned.append((table, f, typed))
+        _check_columns(table, f, raw, result)
+        deferred = defer_csv and f.format == "csv"
+        typed = None if deferred else _validate_and_type(table, f, raw, version)
+        planned.append(_Planned(table, f, raw, typed, version))
     return result, planned
 
 
-def _write_duckdb(db: Database, planned) -> None:
+def _write_duckdb(db: Database, planned: list[_Planned]) -> None:
     """Write every table in one transaction: all of them, or (on any error) none."""
-    db.con.raw_sql("BEGIN TRANSACTION")
-    current = None
+    while True:
+        db.con.raw_sql("BEGIN TRANSACTION")
+        try:
+            for p in planned:
+                schema = db.schema(p.table.role)
+                target = f'"{schema}"."{p.table.name}"' if schema else f'"{p.table.name}"'
+                _in_one_duckdb_pass(
+                    db, p, lambda sql, target=target: f"CREATE OR REPLACE TABLE {target} AS {sql}",
+                    transactional=True)
+        except _Retry as retry:
+            db.con.raw_sql("ROLLBACK")
+            p = retry.planned  # a file DuckDB's reader refused: validate it as text, and
+            p.typed = _validate_and_type(p.table, p.file, p.raw, p.version)  # start again
+            continue
+        except BaseException:
+            db.con.raw_sql("ROLLBACK")
+            raise
+        db.con.raw_sql("COMMIT")
+        return
+
+
+class _Retry(Exception):
+    """The one-pass read of ``planned``'s CSV failed inside a transaction, now aborted."""
+
+    def __init__(self, planned: _Planned):
+        self.planned = planned
+
+
+def _in_one_duckdb_pass(db: Database, p: _Planned, statement: Callable[[str], str], *,
+                        transactional: bool = False) -> None:
+    """Run ``statement(select)`` for the planned table in DuckDB, reading its file once.
+
+    A deferred CSV first goes through :func:`_duckdb_csv_select`. If DuckDB refuses a value,
+    the file is validated as text (:func:`_validate_and_type`, which raises
+    :class:`CdmInputError` naming the value and its row); should it pass (a form DuckDB's
+    reader refuses but its cast accepts, e.g. a date column holding only spaces), the
+    validated expression is used from then on. When ``transactional``, the failed statement
+    has aborted the caller's transaction: :class:`_Retry` hands the validation to the caller,
+    after its rollback.
+    """
+    if p.typed is None:
+        try:
+            db.con.raw_sql(statement(_duckdb_csv_select(p.table, p.file, p.raw.columns)))
+            return
+        except Exception:
+            if transactional:
+                raise _Retry(p) from None
+            p.typed = _validate_and_type(p.table, p.file, p.raw, p.version)
     try:
-        for table, f, typed in planned:
-            current = (table, f)
-            schema = db.schema(table.role)
-            target = f'"{schema}"."{table.name}"' if schema else f'"{table.name}"'
-            sql = ibis.to_sql(typed, dialect="duckdb")
-            db.con.raw_sql(f"CREATE OR REPLACE TABLE {target} AS {sql}")
-    except BaseException as exc:
-        db.con.raw_sql("ROLLBACK")
-        if isinstance(exc, Exception) and current is not None:
-            table, f = current
-            raise CdmInputError(f"{f.path.name} (table {table.name}): cannot be read: "
-                                f"{_first_line(exc)}") from None
-        raise
-    db.con.raw_sql("COMMIT")
+        db.con.raw_sql(statement(ibis.to_sql(p.typed, dialect="duckdb")))
+    except Exception as exc:
+        raise CdmInputError(f"{p.file.path.name} (table {p.table.name}): cannot be read: "
+                            f"{_first_line(exc)}") from None
+
+
+_DUCKDB_TYPES = {"BIGINT": "BIGINT", "DOUBLE": "DOUBLE", "DATE": "DATE",
+                 "TIMESTAMP": "TIMESTAMP", "VARCHAR": "VARCHAR"}
+
+
+def _duckdb_csv_select(table: Table, f: TableFile, header: list[str]) -> str:
+    """DuckDB SQL reading the CSV once into the table's spec shape, or failing on a bad value.
+
+    ``header`` is the file's column names, lower-cased, in file order. DuckDB's reader parses
+    DATE, TIMESTAMP and DOUBLE columns (the same conversion as ``TRY_CAST``, but raising).
+    BIGINT columns are read as text: DuckDB would round '8507.7' and read '1e3', '0x10' or
+    '1_000' as integers, so a value is cast only when it is digits with an optional sign, and
+    anything else raises through ``error()``. Empty text is NULL; rows with no value at all
+    are dropped, as in :func:`_validate_and_type`.
+    """
+    spec = {c.name: c.datatype for c in table.columns}
+    reader_types = {
+        name: "VARCHAR" if spec.get(name, "VARCHAR") in ("BIGINT", "VARCHAR") else spec[name]
+        for name in header
+    }
+    columns = ", ".join(f"{_sql_text(n)}: '{t}'" for n, t in reader_types.items())
+    source = (f"read_csv({_sql_text(str(f.path))}, header = true, "
+              f"columns = {{{columns}}})")
+    select, empty = [], []
+    for col in table.columns:
+        name = f'"{col.name}"'
+        if col.name not in reader_types:
+            select.append(f"CAST(NULL AS {_DUCKDB_TYPES[col.datatype]}) AS {name}")
+        elif col.datatype == "BIGINT":
+            select.append(
+                f"CASE WHEN regexp_full_match({name}, ' *[+-]?[0-9]+ *') "
+                f"THEN CAST({name} AS BIGINT) WHEN coalesce(trim({name}), '') = '' THEN NULL "
+                f"ELSE error('not an integer') END AS {name}")
+            empty.append(f"coalesce(trim({name}), '') = ''")
+        elif col.datatype == "VARCHAR":
+            select.append(f"NULLIF({name}, '') AS {name}")
+            empty.append(f"coalesce({name}, '') = ''")
+        else:
+            select.append(name)
+            empty.append(f"{name} IS NULL")
+    where = f" WHERE NOT ({' AND '.join(empty)})" if empty else ""
+    return f"SELECT {', '.join(select)} FROM {source}{where}"
+
+
+def _sql_text(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _spec_schema(table: Table) -> ibis.Schema:
+    """The table's columns and Ibis types per the CDM specification."""
+    return ibis.schema({c.name: _IBIS_TYPES[c.datatype] for c in table.columns})
 
 
 def _read_raw(db: Database, f: TableFile) -> ibis.Table:
@@ -323,8 +441,8 @@ def _detect_version(raws: dict, cdm_version: str | None) -> str:
     return "5.4" if "episode" in raws else "5.3"
 
 
-def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: LoadResult):
-    """Check columns and values; return the typed, spec-shaped expression (not executed)."""
+def _check_columns(table: Table, f: TableFile, raw: ibis.Table, result: LoadResult) -> None:
+    """Refuse a file without a required column; note the columns that will be dropped."""
     missing = [c.name for c in table.columns if c.required and c.name not in raw.columns]
     if missing:
         raise CdmInputError(
@@ -338,7 +456,16 @@ def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: Load
             f"{f.path.name}: columns not in CDM v{result.cdm_version} {table.name} dropped: "
             + ", ".join(extra)
         )
-    typed, checks = {}, {}
+
+
+def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, version: str):
+    """Check every value; return the typed, spec-shaped expression (not executed).
+
+    Reads the file as text once, for one aggregate of bad-value counts per column; raises
+    :class:`CdmInputError` naming the first bad value and its data row.
+    """
+    _check_columns(table, f, raw, LoadResult(cdm_version=version))
+    typed, checks, empty = {}, {}, []
     for col in table.columns:
         target = _IBIS_TYPES[col.datatype]
         if col.name not in raw.columns:
@@ -358,9 +485,12 @@ def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: Load
             elif value.type().is_floating() or value.type().is_decimal():
                 cast = ibis.ifelse(value == value.floor(), cast, ibis.null(target))
         typed[col.name] = cast
+        empty.append(value.isnull())
         if col.datatype != "VARCHAR" and value.type() != target:
             checks[col.name] = (value.notnull() & cast.isnull()).sum()
-    empty_row = ibis.and_(*[v.isnull() for v in typed.values()])
+    # Once every value has passed, a value is NULL typed exactly when it is empty as text;
+    # testing the text keeps the engine from computing each cast a second time.
+    empty_row = ibis.and_(*empty) if empty else ibis.literal(False)
     if checks:
         try:
             counts = raw.aggregate(**checks).execute().iloc[0].to_dict()
@@ -371,7 +501,7 @@ def _validate_and_type(table: Table, f: TableFile, raw: ibis.Table, result: Load
         for name, n_bad in counts.items():
             if pd.notna(n_bad) and int(n_bad) > 0:  # a sum over no rows is NULL
                 _raise_bad_value(table, f, raw, name, int(n_bad), typed[name])
-    return raw.select(**typed).filter(~empty_row)
+    return raw.filter(~empty_row).select(**typed)
 
 
 def _raise_bad_value(table: Table, f: TableFile, raw, column: str, n_bad: int, cast):

@@ -41,17 +41,22 @@ def copy_into_postgres(db: Database, tables: Iterable[CsvTable]) -> None:
     """Replace each table with the CSV's rows, all tables in one transaction.
 
     ``tables`` may be a generator that writes each CSV just before it is needed (so the
-    scratch space holds one table at a time).
+    scratch space holds one table at a time). A schema named by a table and missing on the
+    server is created inside the same transaction, so a failed load leaves no empty schema
+    behind. Rows are streamed in blocks of 1 MiB: client memory is flat in the table's size;
+    the server needs disk for the table and its WAL (PostgreSQL ≥ 12, psycopg 3).
 
     Raises
     ------
     Exception
         psycopg's error for the table being written; the transaction is rolled back, so no
-        table is changed.
+        table or schema is changed.
     """
     con = db.con.con  # the backend's psycopg connection (autocommit outside this block)
     with con.transaction(), con.cursor() as cursor:
         for t in tables:
+            if t.schema:
+                cursor.execute(f'CREATE SCHEMA IF NOT EXISTS "{t.schema}"')
             target = f'"{t.schema}"."{t.name}"' if t.schema else f'"{t.name}"'
             columns = ", ".join(
                 f'"{name}" {dtype_sql}' for name, dtype_sql in _postgres_types(t.columns))
