@@ -3,6 +3,7 @@ and every kind of bad input (clear error, nothing written)."""
 
 from __future__ import annotations
 
+import csv
 import shutil
 from pathlib import Path
 
@@ -222,6 +223,28 @@ def test_blank_values_and_rows(small_cdm, tmp_path):
     person_id = int(lines[1].split(",")[0])
     births = db.table("person").execute().set_index("person_id").birth_datetime
     assert pd.isna(births[person_id]) and births.notna().sum() == 49
+
+
+@pytest.mark.parametrize("delimiter", ["\t", ";", "|"])
+def test_other_delimiters_and_headers(small_cdm, tmp_path, delimiter):
+    """Tab-, semicolon- and pipe-separated files, quoted upper-case headers and a UTF-8 byte
+    order mark load the same rows as the comma-separated files (DuckDB's sniffer candidates)."""
+    cdm.load(small_cdm, f"duckdb://{tmp_path}/comma.duckdb")
+    other = tmp_path / "other"
+    other.mkdir()
+    for f in small_cdm.glob("*.csv"):
+        with open(f, newline="") as src:
+            rows = list(csv.reader(src))
+        with open(other / f.name, "w", newline="", encoding="utf-8-sig") as out:
+            csv.writer(out, delimiter=delimiter, quoting=csv.QUOTE_ALL).writerow(
+                [name.upper() for name in rows[0]])
+            csv.writer(out, delimiter=delimiter).writerows(rows[1:])
+    result = cdm.load(other, f"duckdb://{tmp_path}/other.duckdb")
+    assert result.rows()["person"] == 50 and result.rows()["drug_exposure"] == 100
+    comma, loaded = (database(f"duckdb://{tmp_path}/{n}.duckdb") for n in ("comma", "other"))
+    for table in ("person", "drug_exposure", "observation_period"):
+        pd.testing.assert_frame_equal(loaded.table(table).execute(),
+                                      comma.table(table).execute())
 
 
 def test_unknown_table(small_cdm, tmp_path):
