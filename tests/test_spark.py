@@ -74,3 +74,20 @@ def _stats(db, table):
     frame = t.filter(t.cohort_definition_id.isin([1, 2, 3, 4])).execute()
     columns = sorted(frame.columns)
     return frame[columns].sort_values(columns, ignore_index=True).astype("int64")
+
+
+def test_pseudonyms_and_date_offsets_equal_the_python_reference(spark_gibleed):
+    from pharmalab.extract import pseudonyms
+    from pharmalab.extract.keys import PseudonymKey
+
+    db = spark_gibleed[0]
+    key = PseudonymKey(b"a key for the spark test", "test")
+    with pseudonyms.key_table(db, key) as keys:
+        rel = db.table("person").select("person_id").cross_join(keys)
+        digest = pseudonyms.hmac_hex("pyspark", rel, rel.person_id)
+        got = rel.select("person_id", pseudonym=pseudonyms.digest_pseudonym("pyspark", digest),
+                         offset=pseudonyms.digest_offset("pyspark", digest, 180)).execute()
+    assert len(got) == GIBLEED_ROWS["person"]
+    for row in got.itertuples():
+        assert row.pseudonym == pseudonyms.pseudonym(key, row.person_id)
+        assert row.offset == pseudonyms.date_offset(key, row.person_id, 180)

@@ -25,12 +25,15 @@ In the engine HMAC is built from the engine's SHA-256 over binary values (RFC 21
 
 with ``K'`` the key zero-padded to 64 bytes (hashed first if longer). The two padded keys are
 constants computed here; the engine concatenates hex strings and decodes them with
-``unhex`` (PostgreSQL ``decode(…, 'hex')``), hashes with DuckDB's ``sha256(BLOB)`` / Spark's
-``sha2(BINARY, 256)`` (Ibis's ``HexDigest``) / PostgreSQL's ``sha256(bytea)``, and reads hex
-digits as integers (DuckDB ``CAST('0x…' AS BIGINT)``, Spark ``conv(…, 16, 10)``, PostgreSQL
-digit by digit). The padded keys reach the engine as the columns of a one-row temporary
-table joined to the data (:func:`key_table`), never as literals in the SQL text, so the key
-does not appear in query logs, plans or error messages (Spark prints whole plans in them).
+``unhex`` (PostgreSQL ``decode(…, 'hex')``, BigQuery ``FROM_HEX``), hashes with DuckDB's
+``sha256(BLOB)`` / Spark's ``sha2(BINARY, 256)`` (Ibis's ``HexDigest``) / PostgreSQL's
+``sha256(bytea)`` / BigQuery's ``SHA256(BYTES)``, and reads hex digits as integers (DuckDB
+and BigQuery ``CAST('0x…' AS BIGINT/INT64)``, Spark ``conv(…, 16, 10)``, PostgreSQL digit by
+digit). On BigQuery the SQL is compiled and checked offline (``tests/test_bigquery.py``); no
+test runs it on a BigQuery project. The padded keys reach the engine as the columns of a
+one-row temporary table joined to the data (:func:`key_table`), never as literals in the SQL
+text, so the key does not appear in query logs, plans or error messages (Spark prints whole
+plans in them).
 """
 
 from __future__ import annotations
@@ -112,25 +115,30 @@ def key_table(db: Database, key: PseudonymKey) -> Iterator[ir.Table]:
     Raises
     ------
     ExtractInputError
-        For engines other than DuckDB, Spark and PostgreSQL.
+        For engines other than DuckDB, Spark, PostgreSQL and BigQuery.
     """
     check_engine(db.url.kind)
     name = f"_pl_keys_{secrets.token_hex(8)}"
     ipad, opad = padded_keys(key)
-    if db.url.kind in ("duckdb", "postgres"):
-        db.con.create_table(name, pa.table({IPAD_COLUMN: [ipad], OPAD_COLUMN: [opad]}),
-                            temp=True)
-    else:  # Ibis cannot create temporary tables on Spark: a temporary view
+    if db.url.kind == "pyspark":  # Ibis cannot create temporary tables on Spark: a view
         db.con._session.createDataFrame(
             [(ipad, opad)], f"{IPAD_COLUMN} string, {OPAD_COLUMN} string"
         ).createOrReplaceTempView(name)
+        table = db.con.table(name)
+    else:  # BigQuery: a table of the session dataset, loaded from Arrow (no SQL literal)
+        table = db.con.create_table(
+            name, pa.table({IPAD_COLUMN: [ipad], OPAD_COLUMN: [opad]}), temp=True)
     try:
-        yield db.con.table(name)
+        yield table
     finally:
         if db.url.kind == "duckdb":
             db.con.raw_sql(f'DROP TABLE IF EXISTS temp.main."{name}"')
         elif db.url.kind == "postgres":
             db.con.raw_sql(f'DROP TABLE IF EXISTS pg_temp."{name}"')
+        elif db.url.kind == "bigquery":
+            namespace = table.op().namespace
+            db.con.drop_table(name, database=(namespace.catalog, namespace.database),
+                              force=True)
         else:
             db.con._session.catalog.dropTempView(name)
 
@@ -167,13 +175,24 @@ def _pg_convert_to(value: str, encoding: str) -> dt.binary:
 
 @ibis.udf.scalar.builtin(name="sha256")
 def _pg_sha256(value: dt.binary) -> dt.binary:
-    """PostgreSQL's built-in ``sha256(bytea)`` (core since PostgreSQL 11, no pgcrypto)."""
+    """PostgreSQL's built-in ``sha256(bytea)`` (core since PostgreSQL 11, no pgcrypto), and
+    BigQuery's ``SHA256(BYTES)``."""
 
 
 def _sha256_hex(value: ir.BinaryValue) -> ir.StringValue:
     # Ibis exposes hexdigest on strings only; its operation accepts binary, which DuckDB's
     # sha256 and Spark's sha2(…, 256) hash as bytes.
     return ops.HexDigest(value, "sha256").to_expr()
+
+
+@ibis.udf.scalar.builtin(name="from_hex")
+def _bq_from_hex(value: str) -> dt.binary:
+    """BigQuery ``FROM_HEX(STRING)``: hex text → BYTES."""
+
+
+@ibis.udf.scalar.builtin(name="to_hex")
+def _bq_to_hex(value: dt.binary) -> str:
+    """BigQuery ``TO_HEX(BYTES)``: BYTES → lowercase hex text."""
 
 
 @ibis.udf.scalar.builtin(name="int8")
@@ -209,6 +228,11 @@ _ENGINES = {
                            lambda s: _pg_encode(_pg_convert_to(s, "UTF8"), "hex"),
                            lambda b: _pg_encode(_pg_sha256(b), "hex"),
                            _pg_hex8),
+    # CAST(STRING AS BYTES) is the text's UTF-8 bytes; SHA256(BYTES) returns BYTES
+    "bigquery": _EngineHex(_bq_from_hex,
+                           lambda s: _bq_to_hex(s.cast("binary")),
+                           lambda b: _bq_to_hex(_pg_sha256(b)),
+                           lambda s: ("0x" + s).cast("int64")),
 }
 ENGINES = tuple(_ENGINES)
 
@@ -219,7 +243,7 @@ def check_engine(kind: str) -> None:
     Raises
     ------
     ExtractInputError
-        For engines other than DuckDB, Spark and PostgreSQL.
+        For engines other than DuckDB, Spark, PostgreSQL and BigQuery.
     """
     if kind not in _ENGINES:
         raise ExtractInputError(

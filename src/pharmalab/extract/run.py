@@ -160,8 +160,8 @@ def extract(
     ------
     ExtractInputError
         Bad settings, a cohort without entries, an engine without in-engine HMAC
-        (de-identification runs on DuckDB, Spark and PostgreSQL), or an ``out`` that is a non-empty
-        folder other than an earlier extraction.
+        (de-identification runs on DuckDB, Spark, PostgreSQL and BigQuery), or an ``out``
+        that is a non-empty folder other than an earlier extraction.
     PseudonymKeyError
         An unreadable key file or a key shorter than 16 bytes.
     KAnonymityError
