@@ -80,22 +80,34 @@ def gibleed_cohorts(tmp_path_factory, gibleed_csv_db):
 
 
 @pytest.fixture(scope="session")
-def spark_gibleed(tmp_path_factory, gibleed_csv_db):
-    """A local Spark session with GiBleed loaded from the Eunomia archive: (Database, LoadResult).
+def spark_cluster():
+    """A Spark standalone master and two workers on 127.0.0.1 (tests/servers.py), stopped at
+    the end. Skips without pyspark or Java (.ci/run installs Java)."""
+    from servers import ServerUnavailable, SparkStandalone
 
-    One session for every Spark test (starting Spark and loading takes about a minute).
+    try:
+        cluster = SparkStandalone.start(workers=2)
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_gibleed(tmp_path_factory, gibleed_csv_db, spark_cluster):
+    """GiBleed loaded from the Eunomia archive into Spark on the standalone cluster:
+    (Database, LoadResult). The driver is this process, the executors run on the two workers.
+
+    One Spark application for every Spark test (starting it and loading takes about a minute).
     """
-    pytest.importorskip("pyspark", reason="pyspark is not installed (pharmalab[spark])")
-    if shutil.which("java") is None:
-        pytest.skip("no Java runtime: Spark needs Java 17 (openjdk-17-jre-headless)")
     from pharmalab import cdm
     from pharmalab.engine import database
 
-    # the local session keeps its warehouse and metastore in ./.pharmalab of the working folder
+    # the driver keeps its warehouse and metastore in ./.pharmalab of the working folder
     previous = os.getcwd()
     os.chdir(tmp_path_factory.mktemp("spark"))
     try:
-        db = database("pyspark?cdm_schema=gibleed&results_schema=gibleed_results")
+        db = database(spark_cluster.url(cdm_schema="gibleed", results_schema="gibleed_results"))
         result = cdm.load(need(GIBLEED_TAR), db)
         yield db, result
         db.con._session.stop()

@@ -1,7 +1,9 @@
-"""Throwaway database servers for the engine suites: a PostgreSQL cluster on a loopback port.
+"""Throwaway servers for the engine suites: a PostgreSQL cluster and a Spark standalone
+cluster, each on loopback ports.
 
-Used by the ``postgres`` fixtures in conftest.py and by the benchmarks. Nothing here is part of
-pharmalab: a user points pharmalab at their own server with a ``postgres://`` URL.
+Used by the ``postgres`` and ``spark`` fixtures in conftest.py and by the benchmarks. Nothing
+here is part of pharmalab: a user points pharmalab at their own server with a
+``postgres://`` or ``spark://`` URL.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,3 +119,99 @@ class PostgresCluster:
             log = self.folder / "server.log"
             tail = log.read_text()[-2000:] if log.exists() else ""
             raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr}\n{tail}")
+
+
+@dataclass
+class SparkStandalone:
+    """A Spark standalone cluster on 127.0.0.1: one master and ``workers`` workers.
+
+    Started with ``spark-class`` from the pyspark package (its pip distribution ships
+    ``bin/spark-class`` but not ``sbin/start-master.sh``/``start-worker.sh``); each worker
+    offers one core and 2 GB, so a 2-core machine runs two executors of one core. The driver
+    is the test process; executors read the same local files (one machine), which a real
+    cluster gets from shared storage instead.
+    """
+
+    folder: Path
+    port: int
+    processes: list[subprocess.Popen]
+
+    @classmethod
+    def start(cls, workers: int = 2, timeout: float = 120.0) -> SparkStandalone:
+        try:
+            import pyspark
+        except ImportError:
+            raise ServerUnavailable("pyspark is not installed (pharmalab[spark])") from None
+        if shutil.which("java") is None:
+            raise ServerUnavailable("no Java runtime: Spark needs Java 17")
+        home = Path(pyspark.__file__).parent
+        folder = Path(tempfile.mkdtemp(prefix="pharmalab-spark-"))
+        env = {**os.environ, "SPARK_HOME": str(home), "SPARK_LOCAL_IP": "127.0.0.1",
+               "SPARK_LOG_DIR": str(folder), "SPARK_NO_DAEMONIZE": "1"}
+        cluster = cls(folder=folder, port=_free_port(), processes=[])
+        master = f"spark://127.0.0.1:{cluster.port}"
+        commands = [["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
+                     "--port", str(cluster.port), "--webui-port", str(_free_port())]]
+        for i in range(workers):
+            work = folder / f"worker{i}"
+            work.mkdir()
+            commands.append(["org.apache.spark.deploy.worker.Worker", master,
+                             "--host", "127.0.0.1", "--cores", "1", "--memory", "2g",
+                             "--webui-port", str(_free_port()), "--work-dir", str(work)])
+        try:
+            for i, command in enumerate(commands):
+                log = open(folder / f"process{i}.log", "w")  # noqa: SIM115 (kept by Popen)
+                cluster.processes.append(subprocess.Popen(
+                    [str(home / "bin" / "spark-class"), *command], stdout=log,
+                    stderr=subprocess.STDOUT, env=env, cwd=folder))
+                if i == 0:
+                    cluster._wait_for(lambda: _listening(cluster.port), timeout, "the master")
+            cluster._wait_for(lambda: cluster._registered() >= workers, timeout,
+                              f"{workers} workers to register")
+        except BaseException:
+            cluster.stop()
+            raise
+        return cluster
+
+    @property
+    def master(self) -> str:
+        return f"spark://127.0.0.1:{self.port}"
+
+    def url(self, **params: str) -> str:
+        """``pyspark://spark://127.0.0.1:PORT`` with optional query parameters."""
+        query = "&".join(f"{k}={v}" for k, v in params.items())
+        return f"pyspark://{self.master}" + (f"?{query}" if query else "")
+
+    def stop(self) -> None:
+        """Stop the workers, then the master, and delete the folder."""
+        for process in reversed(self.processes):
+            process.terminate()
+        for process in reversed(self.processes):
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def _registered(self) -> int:
+        log = self.folder / "process0.log"
+        return log.read_text().count("Registering worker") if log.exists() else 0
+
+    def _wait_for(self, ready, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if any(p.poll() is not None for p in self.processes):
+                raise RuntimeError(f"a Spark process ended while waiting for {what}:\n"
+                                   + self._logs())
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"waited {timeout:.0f} s for {what}:\n" + self._logs())
+            time.sleep(0.5)
+
+    def _logs(self) -> str:
+        return "\n".join(p.read_text()[-1500:] for p in sorted(self.folder.glob("*.log")))
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0

@@ -1,4 +1,5 @@
-"""The same CDM load, checks and cohorts on a local Spark session give DuckDB's numbers."""
+"""The same CDM load, checks and cohorts on Spark (a standalone cluster of two workers,
+conftest.spark_cluster) give DuckDB's numbers."""
 
 from __future__ import annotations
 

@@ -7,6 +7,9 @@ URLs
 ``duckdb://``                an in-memory DuckDB database
 ``pyspark``                  a local Spark session (``local[2]``, bound to 127.0.0.1)
 ``pyspark://local[4]``       a local Spark session with another master
+``spark://HOST:7077``        a Spark standalone cluster's master (also
+                             ``pyspark://spark://HOST:7077`` or ``pyspark?master=spark://…``);
+                             the driver is this process, the executors run on the workers
 ``bigquery://PROJECT/DATASET``  Google BigQuery (needs ``pharmalab[bigquery]``)
 ``postgres://USER:PW@HOST:PORT/DB``  PostgreSQL (needs ``pharmalab[postgres]``)
 
@@ -77,8 +80,8 @@ def parse_url(url: str) -> EngineURL:
     if not url or not url.strip():
         raise EngineURLError("database URL is empty; expected e.g. duckdb:///cdm.duckdb")
     url = url.strip()
-    if "://" not in url:
-        head, sep, query = url.partition("?")
+    head, sep, query = url.partition("?")
+    if "://" not in head:  # (the query may hold a URL: pyspark?master=spark://host:7077)
         if head in ("pyspark", "spark"):
             url = "pyspark://" + sep + query
         elif url.endswith((".duckdb", ".ddb", ".db")):
@@ -106,7 +109,10 @@ def parse_url(url: str) -> EngineURL:
         )
     schemas = {k: params.get(k) for k in _SCHEMA_PARAMS}
     if scheme in ("pyspark", "spark"):
-        return EngineURL("pyspark", rest or params.get("master") or "local[2]", **schemas)
+        master = rest or params.get("master") or "local[2]"
+        if scheme == "spark" and not master.startswith(("local", "spark://", "yarn", "k8s://")):
+            master = f"spark://{master}"  # spark://HOST:PORT is the master URL as Spark has it
+        return EngineURL("pyspark", master, **schemas)
     if scheme == "bigquery":
         parts = [p for p in rest.split("/") if p]
         if len(parts) != 2:
@@ -188,10 +194,14 @@ def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
 
 
 def _connect_spark(master: str) -> BaseBackend:
-    """A local SparkSession with the settings measured to work here (../shared/KNOWN.md).
+    """A SparkSession on ``master`` with the settings measured to work here
+    (../shared/KNOWN.md); this process is the driver.
 
     The warehouse (``spark-warehouse``) and the Hive metastore (``metastore_db``, embedded
-    Derby: one process at a time) live in ``./.pharmalab`` of the working folder.
+    Derby: one process at a time) live in ``./.pharmalab`` of the working folder. On a
+    cluster of several machines the executors write the tables' files, so the warehouse must
+    be storage every worker reaches: ``PHARMALAB_SPARK_WAREHOUSE`` (a shared path or an
+    ``hdfs://``, ``s3a://``, ``abfss://`` … URI) overrides it.
     """
     try:
         from pyspark.sql import SparkSession
@@ -199,33 +209,45 @@ def _connect_spark(master: str) -> BaseBackend:
         raise EngineURLError(
             "Spark needs the optional dependencies: pip install 'pharmalab[spark]'"
         ) from exc
-    # Without this Spark binds to the first non-loopback interface it finds.
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    # Python workers must be this interpreter (the venv's), not whatever python3 is on PATH.
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # A master on this machine (local[…] or a cluster on loopback) gets a driver on 127.0.0.1:
+    # without this Spark binds to the first non-loopback interface it finds. A remote
+    # cluster's executors must reach the driver, so there Spark's own choice (or the user's
+    # SPARK_LOCAL_IP / spark.driver.host) stands.
+    on_this_machine = master.startswith("local") or re.match(
+        r"spark://(127\.0\.0\.1|localhost)(:|$)", master) is not None
+    if on_this_machine:
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        # Python workers must be this interpreter (the venv's), not whatever python3 is on
+        # PATH; a remote worker has its own (PYSPARK_PYTHON in its environment)
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     home = (Path.cwd() / ".pharmalab").resolve()
     home.mkdir(parents=True, exist_ok=True)
-    warehouse = home / "spark-warehouse"
+    warehouse = os.environ.get("PHARMALAB_SPARK_WAREHOUSE") or str(home / "spark-warehouse")
     # A Hive catalog in an embedded Derby database under ./.pharmalab, so tables written by
     # one pharmalab command are there for the next (an in-memory catalog forgets them and
     # then refuses to reuse their folders).
     metastore = f"jdbc:derby:;databaseName={home / 'metastore_db'};create=true"
-    session = (
-        SparkSession.builder.master(master)
-        .appName("pharmalab")
-        .config("spark.driver.memory", "3g")
-        .config("spark.sql.shuffle.partitions", "4")
-        .config("spark.ui.enabled", "false")
-        .config("spark.ui.showConsoleProgress", "false")
-        .config("spark.driver.host", "127.0.0.1")
-        .config("spark.driver.bindAddress", "127.0.0.1")
-        .config("spark.sql.warehouse.dir", str(warehouse))
-        .config("spark.sql.catalogImplementation", "hive")
-        .config("spark.hadoop.javax.jdo.option.ConnectionURL", metastore)
-        .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={home}")
-        .config("spark.sql.session.timeZone", "UTC")
-        .getOrCreate()
-    )
+    settings = {
+        "spark.driver.memory": "3g",
+        "spark.ui.enabled": "false",
+        "spark.ui.showConsoleProgress": "false",
+        "spark.sql.warehouse.dir": warehouse,
+        "spark.sql.catalogImplementation": "hive",
+        "spark.hadoop.javax.jdo.option.ConnectionURL": metastore,
+        "spark.driver.extraJavaOptions": f"-Dderby.system.home={home}",
+        "spark.sql.session.timeZone": "UTC",
+    }
+    if on_this_machine:
+        settings |= {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            # a few cores: Spark's 200 shuffle partitions would be 200 tiny tasks per join
+            "spark.sql.shuffle.partitions": "4",
+        }
+    builder = SparkSession.builder.master(master).appName("pharmalab")
+    for name, value in settings.items():
+        builder = builder.config(name, value)
+    session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
     return ibis.pyspark.connect(session)
 
