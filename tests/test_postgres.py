@@ -135,3 +135,42 @@ def _stats(db, table):
     frame = t.filter(t.cohort_definition_id.isin([1, 2, 3, 4])).execute()
     columns = sorted(frame.columns)
     return frame[columns].sort_values(columns, ignore_index=True).astype("int64")
+
+
+def test_a_lost_connection_stops_the_set_keeps_what_was_done_and_a_rerun_completes(
+        postgres_server, postgres_gibleed):
+    """The server ends our session (pg_terminate_backend, as a dropped network or a
+    failover would) after cohort 1 of 4: one error naming the engine, the cohort and the
+    table; cohort 1's rows kept; a rerun skips it and generates the other three."""
+    import psycopg
+
+    from pharmalab import cohorts
+    from pharmalab.engine import database
+    from pharmalab.errors import EngineConnectionError
+
+    url = postgres_server.url(cdm_schema="gibleed", results_schema="lost_connection")
+    cohort_set = cohorts.read_cohort_set(DATA / "cohorts" / "cohortgenerator")
+    db = database(url)
+    pid = db.con.raw_sql("SELECT pg_backend_pid()").fetchone()[0]
+
+    def end_our_session(definition, status):
+        if definition.cohort_id == 1:
+            with psycopg.connect(f"postgresql://pharmalab@127.0.0.1:{postgres_server.port}"
+                                 "/postgres", autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s)", [pid])
+
+    with pytest.raises(EngineConnectionError) as lost:
+        cohorts.generate_cohorts(db, cohort_set, progress=end_our_session)
+    message = str(lost.value)
+    assert message.startswith("lost the connection to postgres (postgres://pharmalab@127.0.0.1:")
+    assert "while generating cohort 2 (" in message and "into lost_connection.cohort" in message
+    assert "cohort 1 generated in this run is complete and kept" in message
+
+    again = database(url)
+    kept = _rows(again, None, ["cohort_definition_id", "subject_id"])
+    assert kept.cohort_definition_id.unique().tolist() == [1]
+    assert kept.subject_id.nunique() == 1800
+    rerun = cohorts.generate_cohorts(again, cohort_set)
+    assert [r.status for r in rerun.runs] == ["SKIPPED", "COMPLETE", "COMPLETE", "COMPLETE"]
+    assert rerun.counts["cohort_subjects"].tolist() == [1800, 569, 266, 1750]
+    again.con.disconnect()

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pharmalab import __version__
-from pharmalab.errors import PharmalabInputError
+from pharmalab.errors import EngineConnectionError, PharmalabInputError
 
 app = typer.Typer(help="pharmalab: an open data-and-AI lab for pharma R&D and commercial "
                        "analytics.", no_args_is_help=True, add_completion=False)
@@ -1195,6 +1195,8 @@ def main() -> None:
         app()
     except PharmalabInputError as exc:
         _error(str(exc))
+    except EngineConnectionError as exc:  # not the input's fault: exit 1, as a failed run
+        _error(str(exc), code=1)
     except _Exit as exc:
         sys.exit(exc.code)
     except KeyboardInterrupt:
@@ -1214,11 +1216,11 @@ def _interrupted() -> None:
     sys.exit(130)
 
 
-def _error(message: str) -> None:
+def _error(message: str, code: int = 2) -> None:
     lines = message.strip().splitlines() or ["unknown error"]
     console.print(f"error: {' '.join(line.strip() for line in lines)}", markup=False,
                   highlight=False, soft_wrap=True)
-    sys.exit(2)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

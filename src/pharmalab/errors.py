@@ -35,6 +35,11 @@ class SalesInputError(PharmalabInputError):
     """A sales file or dataset that cannot be read as series (unique_id, ds, y)."""
 
 
+class EngineConnectionError(PharmalabError):
+    """The connection to a server engine (PostgreSQL, Spark, BigQuery) was lost during work:
+    the message names the engine, what was being written, and what was kept."""
+
+
 class StepFailedError(PharmalabError):
     """One or more steps of a study failed; the manifest holds each step's error."""
 

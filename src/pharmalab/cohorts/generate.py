@@ -31,7 +31,7 @@ from pharmalab.cohorts.reuse import Reuse, Step, lineage
 from pharmalab.cohorts.rewrite import rewrite_for_duckdb
 from pharmalab.cohorts.sql import cohort_sql, new_session_id
 from pharmalab.engine import Database
-from pharmalab.errors import CdmNotFoundError
+from pharmalab.errors import CdmNotFoundError, EngineConnectionError
 
 SCRATCH_SCHEMA = "pharmalab_scratch"  # emulated temp tables on Spark
 
@@ -147,6 +147,8 @@ def generate_cohorts(
                 except Exception as exc:  # one failing cohort must not stop the set
                     if _interrupted(exc):  # Ctrl-C or SIGTERM during a query stops the run
                         raise KeyboardInterrupt from exc
+                    if not db.reachable():  # ... but a lost engine stops it, said plainly
+                        raise _lost_connection(db, definition, result, exc) from None
                     status, error = "FAILED", f"{type(exc).__name__}: {_first_line(exc)}"
             run = CohortRun(definition.cohort_id, definition.cohort_name, status,
                             _generation_checksum(definition, **options), start,
@@ -161,6 +163,25 @@ def generate_cohorts(
         reuse.close()
     result.counts = _update_counts(db, result.runs)
     return result
+
+
+def _lost_connection(db: Database, definition: CohortDefinition, result: GenerationResult,
+                     exc: Exception) -> EngineConnectionError:
+    done = [r.cohort_id for r in result.runs if r.status == "COMPLETE"]
+    if not done:
+        kept = "no cohort of this run was complete"
+    elif len(done) == 1:
+        kept = f"cohort {done[0]} generated in this run is complete and kept"
+    else:
+        kept = (f"cohorts {', '.join(map(str, done))} generated in this run are complete and "
+                "kept")
+    target = f"{db.schema('results') or 'the default schema'}.cohort"
+    return EngineConnectionError(
+        f"lost the connection to {db.url.kind} ({db.url.redacted()}) while generating cohort "
+        f"{definition.cohort_id} ({definition.cohort_name}) into {target}: "
+        f"{type(exc).__name__}: {_first_line(exc)}. Cohort {definition.cohort_id}'s previous "
+        f"rows are untouched, {kept}; run again to generate the rest (complete cohorts are "
+        "skipped).")
 
 
 def _generation_checksum(definition: CohortDefinition, stats: bool,

@@ -307,6 +307,20 @@ class Database:
             )
         return self.con.table(name, database=schema) if schema else self.con.table(name)
 
+    def reachable(self) -> bool:
+        """Whether the engine still answers a trivial query (``SELECT 1``): False after a
+        lost connection, a server restart or a Spark driver that has stopped."""
+        try:
+            if self.url.kind == "pyspark":
+                self.con._session.sql("SELECT 1").collect()
+            else:
+                cursor = self.con.raw_sql("SELECT 1")
+                if self.url.kind == "postgres":  # a psycopg cursor (DuckDB hands back the
+                    cursor.close()                # connection itself: never close that)
+        except Exception:  # any failure to answer counts as unreachable
+            return False
+        return True
+
     def ensure_schema(self, role: str) -> None:
         """Create the schema of ``role`` if it is named and missing."""
         schema = self.schema(role)
