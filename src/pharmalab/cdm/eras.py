@@ -321,15 +321,22 @@ def compare_drug_eras(db: Database, persistence_days: int = DEFAULT_PERSISTENCE_
         drug_era_end_date=shipped.drug_era_end_date.cast("date"),
         drug_exposure_count=shipped.drug_exposure_count.cast("int64"),
         gap_days=shipped.gap_days.cast("int64"))
-    derived = drug_eras(db, persistence_days).drop("drug_era_id")
-    keys = ["person_id", "drug_concept_id", "drug_era_start_date", "drug_era_end_date",
-            "drug_exposure_count"]
-    both = shipped.join(derived, keys)
-    return {
-        "shipped": int(shipped.count().execute()),
-        "derived": int(derived.count().execute()),
-        "matching": int(both.filter(both.gap_days == both.gap_days_right).count().execute()),
-        "gap_days_only": int(both.filter(both.gap_days != both.gap_days_right)
-                             .count().execute()),
-        "shipped_only": int(shipped.anti_join(derived, keys).count().execute()),
-    }
+    # Derived once into a temporary table of the engine: each count below would otherwise
+    # derive the eras again, and PostgreSQL, which estimates the derivation at one row,
+    # joins it with a nested loop (45 s against 0.8 s on GiBleed).
+    derived = drug_eras(db, persistence_days).drop("drug_era_id").cache()
+    try:
+        keys = ["person_id", "drug_concept_id", "drug_era_start_date", "drug_era_end_date",
+                "drug_exposure_count"]
+        both = shipped.join(derived, keys)
+        return {
+            "shipped": int(shipped.count().execute()),
+            "derived": int(derived.count().execute()),
+            "matching": int(both.filter(both.gap_days == both.gap_days_right)
+                            .count().execute()),
+            "gap_days_only": int(both.filter(both.gap_days != both.gap_days_right)
+                                 .count().execute()),
+            "shipped_only": int(shipped.anti_join(derived, keys).count().execute()),
+        }
+    finally:
+        derived.release()
