@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import ibis
 import pytest
 import sqlglot
 
-from conftest import need
+from conftest import cdm_side_of_the_demo, need
 
 # the module that built each recorded query: pharmalab.<capability package>.<module>
 CAPABILITIES = (
@@ -39,9 +38,6 @@ CAPABILITIES = (
 )
 # shared helpers are not capabilities: a query is credited to the capability that called them
 _HELPERS = {"engine", "privacy", "atomic"}
-# the study steps the demo runs on the CDM; the rest (sales, forecasting, supply, marketing)
-# reads no CDM
-_NOT_CDM = ("sales", "forecast", "supply", "marketing")
 
 
 def _builder() -> str:
@@ -52,19 +48,6 @@ def _builder() -> str:
             return f"{parts[1]}.{parts[2]}"
         frame = frame.f_back
     return "?"
-
-
-def _cdm_side_of_the_demo(path: Path) -> str:
-    """The demo study.toml without the sections that read no CDM; cohorts by absolute path."""
-    kept, skipping = [], False
-    for line in path.read_text().splitlines():
-        if line.startswith("["):
-            name = line.strip("[] ").split(".")[0]
-            skipping = name in _NOT_CDM
-        if not skipping:
-            kept.append(line)
-    text = "\n".join(kept) + "\n"
-    return text.replace('path = "cohorts"', f'path = "{path.parent / "cohorts"}"')
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +69,7 @@ def queries(tmp_path_factory) -> dict[str, list]:
         return original(self, expr, *args, **kwargs)
 
     folder = tmp_path_factory.mktemp("bigquery")
-    (folder / "study.toml").write_text(_cdm_side_of_the_demo(demo_study_path()))
+    (folder / "study.toml").write_text(cdm_side_of_the_demo())
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DuckDBCompiler, "to_sqlglot", record)
         # the extraction builds BigQuery's HMAC expressions (values: see the last test)
