@@ -407,3 +407,18 @@ def test_eras_within_observation_periods_circe_be_229(work_db, tmp_path):
                          results_schema="results", cohort_table="cohort", stats_tables={},
                          stats=False, eras_within_observation=True)
         assert any("op_start_date, group_idx" in s.replace("\n", " ") for s in sql.statements)
+
+
+def test_translation_in_worker_processes_gives_the_same_cohorts(work_db, tmp_path,
+                                                                 monkeypatch):
+    """circe's SQL translated in two spawned processes (as for a large set's first run) gives
+    CohortGenerator's published counts and the same statistics, and lands in the cache."""
+    monkeypatch.setenv("PHARMALAB_CACHE", str(tmp_path / "cache"))  # nothing translated yet
+    cohort_set = cohorts.read_cohort_set(COHORTGENERATOR)
+    result = cohorts.generate_cohorts(work_db, cohort_set, translation_workers=2)
+    assert [r.status for r in result.runs] == ["COMPLETE"] * 4, [r.error for r in result.runs]
+    assert result.counts["cohort_subjects"].tolist() == [1800, 569, 266, 1750]
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == 4
+    stats = work_db.table("cohort_inc_stats", "results").execute()
+    reference = pd.read_csv(need(REFERENCE / "cg_cohort_inc_stats.csv"))
+    assert len(stats) == len(reference) > 0

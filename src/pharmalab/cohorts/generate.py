@@ -18,8 +18,11 @@ period).
 from __future__ import annotations
 
 import datetime as _dt
+import multiprocessing
+import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import ibis
@@ -29,11 +32,14 @@ from pharmalab.cohorts import tables
 from pharmalab.cohorts.definitions import CohortDefinition, CohortSet
 from pharmalab.cohorts.reuse import Reuse, Step, lineage
 from pharmalab.cohorts.rewrite import rewrite_for_duckdb
-from pharmalab.cohorts.sql import cohort_sql, new_session_id
+from pharmalab.cohorts.sql import cohort_sql, is_translated, new_session_id
 from pharmalab.engine import Database
 from pharmalab.errors import CdmNotFoundError, EngineConnectionError
 
 SCRATCH_SCHEMA = "pharmalab_scratch"  # emulated temp tables on Spark
+# Untranslated cohorts from which translation goes to worker processes (starting one costs
+# about 2 s; circepy's translation 0.1 s to minutes a cohort, median 2 s on PhenotypeLibrary)
+PARALLEL_FROM = 8
 
 
 @dataclass
@@ -80,6 +86,7 @@ def generate_cohorts(
     stats: bool = True,
     progress: Callable[[CohortDefinition, str], None] | None = None,
     eras_within_observation: bool = False,
+    translation_workers: int | None = None,
 ) -> GenerationResult:
     """Generate every cohort of ``cohort_set`` into ``db``'s results schema.
 
@@ -105,6 +112,10 @@ def generate_cohorts(
         the period it starts in (circe-be#229; :func:`pharmalab.cohorts.sql.
         eras_within_observation_periods`). Default: Circe's collapse, as ATLAS and
         CohortGenerator. Recorded in the generation checksum, so switching regenerates.
+    translation_workers
+        Processes that translate circe's SQL (pure Python, the dominant cost of a large set's
+        first run; cached afterwards). None: one per CPU when at least ``PARALLEL_FROM``
+        cohorts of the set are not translated yet, else this process; 1: this process.
 
     Returns
     -------
@@ -131,7 +142,7 @@ def generate_cohorts(
     options = {"stats": stats, "eras_within_observation": eras_within_observation}
     todo = [d for d in cohort_set
             if force or previous.get(d.cohort_id) != _generation_checksum(d, **options)]
-    plans = {d.cohort_id: _plan(db, d, **options) for d in todo}
+    plans = _plans(_target(db), todo, options, translation_workers)
     reuse = Reuse.for_scripts(db.con.raw_sql, [p.steps for p in plans.values()])
     result = GenerationResult()
     try:
@@ -206,31 +217,69 @@ class _Plan:
     error: Exception | None = None
 
 
-def _plan(db: Database, definition: CohortDefinition, stats: bool,
+@dataclass(frozen=True)
+class _Target:
+    """Where circe's SQL reads and writes, by name: what planning needs of the database,
+    and all it needs, so that worker processes can plan without a connection."""
+
+    engine: str
+    cdm_schema: str
+    vocab_schema: str
+    results_schema: str
+
+
+def _target(db: Database) -> _Target:
+    return _Target(db.url.kind, db.schema("cdm") or db.con.current_database,
+                   db.schema("vocab") or db.con.current_database, tables.results_schema(db))
+
+
+def _plans(target: _Target, todo: list[CohortDefinition], options: dict,
+           workers: int | None) -> dict[int, _Plan]:
+    """Each cohort's plan; translated in worker processes when many are not cached."""
+    if workers is None:
+        untranslated = sum(not is_translated(d, **_sql_options(target, d, "p0000000", **options))
+                           for d in todo)
+        workers = (os.cpu_count() or 1) if untranslated >= PARALLEL_FROM else 1
+    workers = min(workers, len(todo))
+    if workers <= 1:
+        return {d.cohort_id: _plan(target, d, **options) for d in todo}
+    # spawn, not fork: this process may hold engine threads (DuckDB, a JVM) a fork would copy
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {d.cohort_id: pool.submit(_plan, target, d, **options) for d in todo}
+        return {cohort_id: future.result() for cohort_id, future in futures.items()}
+
+
+def _stage_names(session: str) -> dict[str, str]:
+    return {name: f"_pl_{session}_{name}" for name in
+            ("cohort", *tables.CIRCE_STATS_TABLES.values(), "cohort_inclusion")}
+
+
+def _sql_options(target: _Target, definition: CohortDefinition, session: str, *,
+                 stats: bool, eras_within_observation: bool = False) -> dict:
+    """:func:`cohort_sql`'s arguments for ``definition`` under staging session ``session``."""
+    stage = _stage_names(session)
+    return dict(
+        engine=target.engine, cdm_schema=target.cdm_schema, vocab_schema=target.vocab_schema,
+        results_schema=target.results_schema, cohort_table=stage["cohort"],
+        stats_tables={c: stage[ours] for c, ours in tables.CIRCE_STATS_TABLES.items()},
+        session_id=session,
+        temp_schema=SCRATCH_SCHEMA if target.engine == "pyspark" else None,
+        stats=stats, eras_within_observation=eras_within_observation)
+
+
+def _plan(target: _Target, definition: CohortDefinition, stats: bool,
           eras_within_observation: bool = False) -> _Plan:
     session = new_session_id()
-    plan = _Plan({name: f"_pl_{session}_{name}" for name in
-                  ("cohort", *tables.CIRCE_STATS_TABLES.values(), "cohort_inclusion")})
+    plan = _Plan(_stage_names(session))
     try:
-        plan.sql = cohort_sql(
-            definition,
-            engine=db.url.kind,
-            cdm_schema=db.schema("cdm") or db.con.current_database,
-            vocab_schema=db.schema("vocab") or db.con.current_database,
-            results_schema=tables.results_schema(db),
-            cohort_table=plan.stage["cohort"],
-            stats_tables={c: plan.stage[ours]
-                          for c, ours in tables.CIRCE_STATS_TABLES.items()},
-            session_id=session,
-            temp_schema=SCRATCH_SCHEMA if db.url.kind == "pyspark" else None,
-            stats=stats,
-            eras_within_observation=eras_within_observation,
-        )
+        plan.sql = cohort_sql(definition, **_sql_options(
+            target, definition, session, stats=stats,
+            eras_within_observation=eras_within_observation))
     except Exception as exc:  # reported when the cohort's turn comes
         plan.error = exc
         return plan
     statements = list(plan.sql.statements)
-    if db.url.kind == "duckdb":
+    if target.engine == "duckdb":
         # DuckDB: rewrites that save passes, and temp tables shared across the set (temp
         # tables live as long as the connection); see rewrite.py and reuse.py
         statements, _ = rewrite_for_duckdb(

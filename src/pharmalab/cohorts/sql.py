@@ -171,24 +171,42 @@ def cohort_sql(
     engine and the schema and table names; the session id is put back on each use.
     """
     session_id = session_id or new_session_id()
-    token = "zplsess0"  # stands for the session id in cached statements (same length)
+    key, args = _cache_key(definition, session_id, engine=engine, cdm_schema=cdm_schema,
+                           vocab_schema=vocab_schema, results_schema=results_schema,
+                           cohort_table=cohort_table, stats_tables=stats_tables,
+                           temp_schema=temp_schema, stats=stats,
+                           eras_within_observation=eras_within_observation)
+    statements = _cache_get(key)
+    if statements is None:
+        statements = _translate(definition, session_id=_TOKEN, **args)
+        _cache_put(key, statements)
+    statements = [s.replace(_TOKEN, session_id) for s in statements]
+    return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
+
+
+def is_translated(definition: CohortDefinition, *, session_id: str, **options) -> bool:
+    """Whether :func:`cohort_sql` with these arguments would find its statements cached
+    (in memory or on disk), i.e. cost no translation."""
+    key, _ = _cache_key(definition, session_id, **options)
+    return _cache_get(key) is not None
+
+
+_TOKEN = "zplsess0"  # stands for the session id in cached statements (same length)
+
+
+def _cache_key(definition: CohortDefinition, session_id: str, *, engine, cdm_schema,
+               vocab_schema, results_schema, cohort_table, stats_tables, temp_schema=None,
+               stats=True, eras_within_observation=False) -> tuple[str, dict]:
     args = dict(engine=engine, cdm_schema=cdm_schema, vocab_schema=vocab_schema,
                 results_schema=results_schema,
-                cohort_table=cohort_table.replace(session_id, token),
-                stats_tables={k: v.replace(session_id, token) for k, v in stats_tables.items()},
+                cohort_table=cohort_table.replace(session_id, _TOKEN),
+                stats_tables={k: v.replace(session_id, _TOKEN) for k, v in stats_tables.items()},
                 temp_schema=temp_schema, stats=stats,
                 eras_within_observation=eras_within_observation)
     # The cohort id is written into the SQL: the same definition under another id differs.
     key = hashlib.sha256(json.dumps([_TRANSLATION, definition.checksum, definition.cohort_id,
-                                     args],
-                                    sort_keys=True)
-                         .encode()).hexdigest()
-    statements = _cache_get(key)
-    if statements is None:
-        statements = _translate(definition, session_id=token, **args)
-        _cache_put(key, statements)
-    statements = [s.replace(token, session_id) for s in statements]
-    return CohortSql(tuple(statements), tuple(_temp_tables(statements)))
+                                     args], sort_keys=True).encode()).hexdigest()
+    return key, args
 
 
 def _translate(definition, *, engine, cdm_schema, vocab_schema, results_schema, cohort_table,
