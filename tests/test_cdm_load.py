@@ -247,6 +247,57 @@ def test_other_delimiters_and_headers(small_cdm, tmp_path, delimiter):
                                       comma.table(table).execute())
 
 
+def _broken(person: Path, how: str) -> None:
+    """Break ``person.csv`` (header, then 50 data rows) in one of the ways files break."""
+    lines = person.read_bytes().decode().splitlines()
+    if how == "empty file":
+        person.write_bytes(b"")
+        return
+    if how == "blank header":
+        lines[0] = "  "
+    elif how == "duplicate column":
+        lines[0] = lines[0].replace("gender_source_value", "PERSON_SOURCE_VALUE")
+    elif how == "fewer fields":
+        lines[3] = ",".join(lines[3].split(",")[:-2])
+    elif how == "more fields":
+        lines[7] += ",EXTRA"
+    elif how == "other delimiter in the data":
+        lines[1] = lines[1].replace(",", ";")
+    elif how == "spaces-only line":
+        lines.append("   ")
+    elif how == "latin-1":
+        person.write_bytes(("\n".join(lines[:4]) + "\n").encode() + "quebecois,qu\u00e9b\u00e9cois"
+                           .encode("latin-1") + ("\n" + "\n".join(lines[4:]) + "\n").encode())
+        return
+    person.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize("how, message", [
+    ("empty file", "the file is empty; expected a header line naming the columns, then one "
+                   "line per row"),
+    ("blank header", "line 1 is empty; expected a header line naming the columns"),
+    ("duplicate column", "column 'person_source_value' appears twice in the header (columns "
+                         "12 and 13); each column must appear once"),
+    ("fewer fields", "line 4 has 16 fields where the header has 18 (delimiter ',')"),
+    ("more fields", "line 8 has 19 fields where the header has 18 (delimiter ',')"),
+    ("other delimiter in the data", "line 2 has 1 field where the header has 18 (delimiter "
+                                    "',')"),
+    ("spaces-only line", "line 52 has 1 field where the header has 18 (delimiter ',')"),
+    ("latin-1", "line 5 is not UTF-8 text; save the file as UTF-8"),
+])
+def test_a_broken_csv_is_named_by_line(small_cdm, tmp_path, how, message):
+    """Structure and encoding faults (found by a helper trying to break the load: before,
+    a duplicate column lost one copy's values silently, the others said "Error when sniffing
+    file") are named by file, table and line; nothing is written."""
+    _broken(small_cdm / "person.csv", how)
+    target = tmp_path / "out" / "cdm.duckdb"
+    target.parent.mkdir()
+    with pytest.raises(CdmInputError) as err:
+        cdm.load(small_cdm, f"duckdb://{target}")
+    assert str(err.value).startswith(f"person.csv (table person): {message}"), str(err.value)
+    _assert_nothing_written(target)
+
+
 def test_unknown_table(small_cdm, tmp_path):
     (small_cdm / "patients.csv").write_text("id,name\n1,a\n")
     target = tmp_path / "out" / "cdm.duckdb"

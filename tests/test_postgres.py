@@ -27,15 +27,26 @@ def test_gibleed_loads_with_the_published_row_counts_and_specification_types(
     assert "offset" in db.table("note_nlp").columns
 
 
-def test_a_bad_value_leaves_postgres_as_it_was(postgres_server, gibleed_csv_folder):
+@pytest.mark.parametrize("fault", ["bad value", "short line"])
+def test_bad_input_leaves_postgres_as_it_was(postgres_server, gibleed_csv_folder, fault):
     from pharmalab import cdm
     from pharmalab.engine import database
     from pharmalab.errors import CdmInputError
 
     db = database(postgres_server.url(cdm_schema="bad_load"))
-    with pytest.raises(CdmInputError, match="person.csv"):
+    if fault == "bad value":
         (gibleed_csv_folder / "person.csv").write_text(_corrupt_person(gibleed_csv_folder))
+        expected = ("person.csv (table person), column year_of_birth: expected an integer, "
+                    "found 'nineteen-fifty' at data row 1")
+    else:  # drug_exposure comes late: the tables staged before it must not reach the server
+        drug = gibleed_csv_folder / "drug_exposure.csv"
+        lines = drug.read_text().splitlines()
+        lines[100] = lines[100].rsplit(",", 3)[0]
+        drug.write_text("\n".join(lines) + "\n")
+        expected = "drug_exposure.csv (table drug_exposure): line 101 has"
+    with pytest.raises(CdmInputError) as err:
         cdm.load(gibleed_csv_folder, db)
+    assert str(err.value).startswith(expected), str(err.value)
     assert db.list_tables("cdm") == []  # all tables in one transaction: none written
     assert "bad_load" not in db.con.list_databases()  # nor an empty schema
 

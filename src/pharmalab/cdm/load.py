@@ -20,7 +20,6 @@ under a temporary name and renamed when complete.
 
 from __future__ import annotations
 
-import csv
 import os
 import tempfile
 import time
@@ -32,6 +31,7 @@ import ibis
 import ibis.expr.datatypes as dt
 import pandas as pd
 
+from pharmalab.cdm.csvfile import read_header, structure_problem
 from pharmalab.cdm.sources import (
     TableFile,
     export_eunomia,
@@ -86,20 +86,22 @@ class LoadResult:
 class _Source:
     """A table file in an engine: its column names at once, its rows as text when asked.
 
-    ``columns`` are lower-cased, in file order. A CSV file that DuckDB will type in one pass
-    (``header_only``) has its header read here, in Python, with the delimiter DuckDB is then
-    told to use; the engine reads the whole file only for validation as text (:attr:`raw`).
-    Sniffing every file up front cost about 50 ms a table, a third of loading GiBleed.
+    ``columns`` are lower-cased, in file order. A CSV file's header is read here, in Python
+    (:func:`~pharmalab.cdm.csvfile.read_header`, which refuses an empty file, a header that
+    is not UTF-8 or names a column twice); a file DuckDB will type in one pass
+    (``header_only``) keeps those names and the delimiter DuckDB is then told to use, and
+    the engine reads the whole file only for validation as text (:attr:`raw`). Sniffing
+    every file up front cost about 50 ms a table, a third of loading GiBleed.
     """
 
     def __init__(self, db: Database, f: TableFile, *, header_only: bool = False):
         self.file, self._db, self._raw = f, db, None
-        header = _csv_header(f.path) if header_only and f.format == "csv" else None
-        if header is None:
+        self.header = read_header(f.path, f.table) if f.format == "csv" else None
+        if header_only and self.header is not None:
+            self.delimiter, self.columns = self.header.delimiter, self.header.columns
+        else:
             self.delimiter = None
             self.columns = self.raw.columns
-        else:
-            self.delimiter, self.columns = header
 
     @property
     def raw(self) -> ibis.Table:
@@ -107,22 +109,6 @@ class _Source:
         if self._raw is None:
             self._raw = _read_raw(self._db, self.file, self.delimiter)
         return self._raw
-
-
-def _csv_header(path: Path) -> tuple[str, list[str]] | None:
-    """The delimiter and lower-cased column names of a CSV file's first line, or None when
-    it cannot be read as UTF-8 text with a header (the engine then reads it and says why)."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            line = fh.readline()
-    except (OSError, UnicodeDecodeError):
-        return None
-    if not line.strip():
-        return None
-    # DuckDB's sniffer candidates; the one that splits the header most is the delimiter
-    delimiter = max((",", "\t", ";", "|"), key=line.count)
-    names = next(csv.reader([line], delimiter=delimiter))
-    return delimiter, [n.strip().lower() for n in names]
 
 
 @dataclass
@@ -174,14 +160,20 @@ def load(
     Tables get the lower-case column names, column order and types of the CDM specification
     (:mod:`pharmalab.cdm.spec`); columns absent from the file are added as typed NULLs. Rows
     whose every value is empty are dropped. Existing tables of the same name are replaced.
+    A blank value in a required column loads as NULL and ``pharmalab cdm check`` reports it
+    (``required_value_missing``), as OHDSI's DataQualityDashboard does (``isRequired``)
+    rather than refusing the file: GiBleed's own ``vocabulary.csv`` has 34 blank
+    ``vocabulary_reference`` values.
 
     Raises
     ------
     CdmInputError
         Missing, truncated or corrupt archive; a file whose name is not a CDM table; a file
         without a required column; a value that is not of its column's type (the message
-        names the file, table, column, the first bad value and its data row); an unreadable
-        CSV. Nothing is written in any of these cases.
+        names the file, table, column, the first bad value and its data row); an empty CSV,
+        a header naming a column twice, a line with more or fewer fields than the header, or
+        text that is not UTF-8 (the message names the file, table and line). Nothing is
+        written in any of these cases.
     EngineURLError
         For a bad database URL.
     """
@@ -364,8 +356,7 @@ def _write_duckdb(db: Database, planned: list[_Planned]) -> None:
                     transactional=True)
         except _Retry as retry:
             db.con.raw_sql("ROLLBACK")
-            p = retry.planned  # a file DuckDB's reader refused: validate it as text, and
-            p.typed = _validate_and_type(p.table, p.file, p.source.raw, p.version)  # again
+            retry.planned.typed = _validate_refused(db, retry.planned)  # then write again
             continue
         except BaseException:
             db.con.raw_sql("ROLLBACK")
@@ -401,12 +392,22 @@ def _in_one_duckdb_pass(db: Database, p: _Planned, statement: Callable[[str], st
         except Exception:
             if transactional:
                 raise _Retry(p) from None
-            p.typed = _validate_and_type(p.table, p.file, p.source.raw, p.version)
+            p.typed = _validate_refused(db, p)
     try:
         p.rows = _written(db.con.raw_sql(statement(ibis.to_sql(p.typed, dialect="duckdb"))))
     except Exception as exc:
         raise CdmInputError(f"{p.file.path.name} (table {p.table.name}): cannot be read: "
                             f"{_first_line(exc)}") from None
+
+
+def _validate_refused(db: Database, p: _Planned) -> ibis.Table:
+    """A CSV that DuckDB's one-pass read refused: its structure first (a line with the wrong
+    number of fields, not UTF-8), then every value as text; raises :class:`CdmInputError`
+    naming the line or the value, else returns the validated expression."""
+    problem = structure_problem(db.con, p.file.path, p.source.header)
+    if problem:
+        raise CdmInputError(f"{p.file.path.name} (table {p.table.name}): {problem}")
+    return _validate_and_type(p.table, p.file, p.source.raw, p.version)
 
 
 def _written(cursor) -> int:
