@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 OUT    ?= pharmalab-demo
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint lock bench clean
+.PHONY: demo test test-bigquery lint lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ demo: $(VENV)/.installed-demo
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The BigQuery emulator suite (not in `make test`): bqemulator in its own venv, with its
+# spatial extension installed from its wheel (the emulator would download it), and the
+# BigQuery client libraries (pharmalab[bigquery]) in .venv.
+.venv-bqemulator/bin/bqemulator: requirements/bqemulator.txt
+	$(PYTHON) -m venv .venv-bqemulator
+	.venv-bqemulator/bin/python -m pip install --quiet -r requirements/bqemulator.txt
+	.venv-bqemulator/bin/python -c "from duckdb_extensions import import_extension; import_extension('spatial')"
+	touch $@
+
+test-bigquery: $(VENV)/.installed-dev .venv-bqemulator/bin/bqemulator
+	$(BIN)/python -m pip install --quiet -e '.[bigquery]'
+	$(BIN)/python -m pytest -m bigquery_emulator $(PYTEST_ARGS)
+
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check src tests benchmarks tools
 
@@ -44,4 +57,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/marketing.py
 
 clean:
-	rm -rf $(VENV) $(OUT) .pytest_cache .pharmalab
+	rm -rf $(VENV) .venv-bqemulator $(OUT) .pytest_cache .pharmalab

@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -188,6 +189,45 @@ def cdm_side_of_the_demo(url: str | None = None) -> str:
         text = text.replace('url = "duckdb:///{out}/cdm.duckdb"', f'url = "{url}"')
         assert f'url = "{url}"' in text
     return text
+
+
+def compare_with_the_demo(out, on_duckdb, engine_types=None) -> int:
+    """Assert that every CSV and Parquet file under ``out`` equals the DuckDB demo's file of
+    the same path (keyed columns and run times left out); the number of files compared.
+    ``engine_types(frame, name)`` maps an engine's own types onto DuckDB's in both frames
+    (e.g. BigQuery's UTC timestamps and 64-bit integers)."""
+    compared = 0
+    for path in sorted(out.rglob("*")):
+        if path.suffix not in (".csv", ".parquet") or path.parent.suffix == ".parquet":
+            continue
+        relative = path.relative_to(out)
+        expected, got = _demo_frame(on_duckdb / relative), _demo_frame(path)
+        if relative.parts[0] == "extract" or relative.name == "support_list.csv":
+            keep = [c for c in got.columns if not _keyed_column(c)]
+            expected, got = expected[keep], got[keep]
+        drop = {"cdm_tables.csv": ["schema"],
+                "cg_cohort_generation.csv": ["start_time", "end_time"]}.get(relative.name, [])
+        if engine_types is not None:
+            expected, got = (engine_types(f, relative.name) for f in (expected, got))
+        expected, got = (_sorted_rows(f.drop(columns=drop)) for f in (expected, got))
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False, obj=str(relative))
+        compared += 1
+    return compared
+
+
+def _demo_frame(path):
+    return pd.read_parquet(path) if path.suffix == ".parquet" or path.is_dir() \
+        else pd.read_csv(path)
+
+
+def _keyed_column(column: str) -> bool:
+    """A column the pseudonym key changes: a pseudonymized id or a shifted date."""
+    return (column.endswith("_id") and not column.endswith("concept_id")) \
+        or "date" in column or column == "person_pseudonym"
+
+
+def _sorted_rows(frame):
+    return frame.sort_values(list(frame.columns), ignore_index=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
-"""Throwaway servers for the engine suites: a PostgreSQL cluster and a Spark standalone
-cluster, each on loopback ports.
+"""Throwaway servers for the engine suites: a PostgreSQL cluster, a Spark standalone
+cluster and a BigQuery emulator, each on loopback ports.
 
 Used by the ``postgres`` and ``spark`` fixtures in conftest.py and by the benchmarks. Nothing
 here is part of pharmalab: a user points pharmalab at their own server with a
@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 
 
@@ -215,3 +216,109 @@ class SparkStandalone:
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+# BigQuery's column types for the seed files' JSON (the REST API's legacy names)
+_BQ_TYPES = {"int64": "INTEGER", "float64": "FLOAT", "string": "STRING", "date": "DATE",
+             "timestamp": "TIMESTAMP", "boolean": "BOOLEAN"}
+
+
+@dataclass
+class BigQueryEmulator:
+    """``bqemulator`` (PyPI; BigQuery's REST and gRPC APIs over DuckDB) on 127.0.0.1.
+
+    It runs from its own virtual environment (it pins DuckDB 1.5.5 and an older sqlglot than
+    pharmalab's): ``make .venv-bqemulator`` builds it, ``PHARMALAB_BQEMULATOR`` may name
+    another ``bqemulator`` program. Load jobs are refused by the emulator, so tables come in
+    through its own seed format (``bqemulator seed``: per table a Parquet file and the
+    table's JSON resource), written here from a DuckDB database.
+    """
+
+    folder: Path
+    port: int
+    process: subprocess.Popen | None = None
+
+    @staticmethod
+    def program() -> Path:
+        path = Path(os.environ.get("PHARMALAB_BQEMULATOR",
+                                   Path(__file__).parents[1] / ".venv-bqemulator" / "bin"
+                                   / "bqemulator"))
+        if not path.exists():
+            raise ServerUnavailable(f"no BigQuery emulator at {path} (make .venv-bqemulator)")
+        return path
+
+    @classmethod
+    def seeded(cls, project: str, datasets: dict[str, list[tuple[str, object]]],
+               timeout: float = 60.0) -> BigQueryEmulator:
+        """Start an emulator whose ``project`` holds ``datasets``: {dataset: [(table name,
+        Ibis table), …]}, each table's rows written to the seed files by its own backend."""
+        program = cls.program()
+        folder = Path(tempfile.mkdtemp(prefix="pharmalab-bqemulator-"))
+        seed = folder / "seed"
+        for dataset, tables in datasets.items():
+            base = seed / "projects" / project / "datasets" / dataset
+            (base / "tables").mkdir(parents=True)
+            _write_json(base / "dataset.json", {"dataset_id": dataset, "project_id": project,
+                                                "location": "US", "labels": {},
+                                                "access_entries": [], **_stamp()})
+            for name, table in tables:
+                table.to_parquet(base / "tables" / f"{name}.parquet")
+                fields = [{"name": c, "type": _BQ_TYPES[str(t).rstrip("!").split("(")[0]],
+                           "mode": "NULLABLE", "fields": []}
+                          for c, t in table.schema().items()]
+                _write_json(base / "tables" / f"{name}.json", {
+                    "project_id": project, "dataset_id": dataset, "table_id": name,
+                    "table_type": "TABLE", "labels": {}, "schema": {"fields": fields},
+                    "num_bytes": 0, "num_rows": 0, "use_legacy_sql": False, **_stamp()})
+        _write_json(seed / "manifest.json", {"manifestVersion": 1, "tool": "bqemulator-export"})
+        data = folder / "data"
+        data.mkdir()
+        done = subprocess.run([str(program), "seed", "--data-dir", str(data),
+                               "--input-dir", str(seed)], capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"bqemulator seed failed: {done.stdout}\n{done.stderr}")
+        emulator = cls(folder=folder, port=_free_port())
+        log = open(folder / "emulator.log", "w")  # noqa: SIM115 (kept by Popen)
+        emulator.process = subprocess.Popen(
+            [str(program), "start", "--persistent", "--data-dir", str(data),
+             "--rest-host", "127.0.0.1", "--rest-port", str(emulator.port),
+             "--grpc-port", str(_free_port()), "--project", project,
+             "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while not _listening(emulator.port):
+            if emulator.process.poll() is not None or time.monotonic() > deadline:
+                tail = (folder / "emulator.log").read_text()[-2000:]
+                emulator.stop()
+                raise RuntimeError(f"the BigQuery emulator did not start:\n{tail}")
+            time.sleep(0.3)
+        return emulator
+
+    def url(self, project: str, dataset: str, **params: str) -> str:
+        """``bigquery://PROJECT/DATASET?emulator=127.0.0.1:PORT`` with more parameters."""
+        query = "&".join(f"{k}={v}" for k, v in {"emulator": f"127.0.0.1:{self.port}",
+                                                  **params}.items())
+        return f"bigquery://{project}/{dataset}?{query}"
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _stamp() -> dict:
+    """The times and etag every resource of the seed format carries."""
+    from datetime import datetime
+
+    now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    return {"creation_time": now, "last_modified_time": now, "etag": '"pharmalab"'}
+
+
+def _write_json(path: Path, value) -> None:
+    import json
+
+    path.write_text(json.dumps(value, indent=1))

@@ -11,8 +11,9 @@ for the run (DuckDB has functions of the same names, so the study still runs, bu
 are not checked). Their values are checked on their own: the BigQuery SQL, transpiled to
 DuckDB's by sqlglot (as BigQuery emulators run it), equals Python's ``hmac``. No BigQuery
 project is used: the
-compilation is offline (../shared/KNOWN.md, "BigQuery"). What this does not show: that
-BigQuery runs the SQL and gives DuckDB's rows. Cohort generation's own SQL (circe's
+compilation is offline (../shared/KNOWN.md, "BigQuery"). That the SQL runs and gives
+DuckDB's rows is shown on a BigQuery emulator by tests/test_bigquery_emulator.py (``make
+test-bigquery``). Cohort generation's own SQL (circe's
 translation, then sqlglot) is checked in tests/test_cohorts.py; the CDM load refuses
 BigQuery by design.
 """

@@ -32,6 +32,8 @@ def test_schema_parameters_and_redaction():
     assert (parsed.cdm_schema, parsed.vocab_schema, parsed.results_schema) == ("cdm", None, "res")
     assert "secret" not in parsed.redacted() and "***" in parsed.redacted()
     assert parse_url("bigquery://p/d").cdm_schema == "d"
+    emulated = parse_url("bigquery://p/d?emulator=127.0.0.1:9050&results_schema=r")
+    assert (emulated.options, emulated.results_schema) == ({"emulator": "127.0.0.1:9050"}, "r")
 
 
 @pytest.mark.parametrize(
@@ -42,6 +44,8 @@ def test_schema_parameters_and_redaction():
         ("notaurl", "has no scheme"),
         ("bigquery://only-project", r"expected bigquery://PROJECT/DATASET"),
         ("duckdb:///tmp/x.duckdb?schema=cdm", "unknown parameter 'schema'"),
+        ("bigquery://p/d?emulator=http://localhost", "emulator 'http://localhost' should be "
+                                                      "HOST:PORT"),
     ],
 )
 def test_bad_urls_name_what_was_expected(url, message):
@@ -65,3 +69,38 @@ def test_database_schemas_and_missing_table():
     assert db.table("person").count().execute() == 0
     with pytest.raises(CdmNotFoundError, match="table 'concept' not found in schema 'cdm'"):
         db.table("concept", "vocab")
+
+
+def test_bigquery_insert_values_round_trip():
+    """The DML that puts small frames into BigQuery (engine/bigquery.py) keeps every value:
+    quotes, backslashes and newlines in text, NULLs of every type, UTC timestamps. Checked by
+    running it, transpiled from BigQuery's SQL by sqlglot (as BigQuery emulators do), in
+    DuckDB."""
+    import ibis
+    import pandas as pd
+    import sqlglot
+
+    from pharmalab.engine.bigquery import insert_values_sql
+
+    frame = pd.DataFrame({
+        "cohort_id": [1, 2, None], "name": ["it's", "back\\slash\nnew line", None],
+        "ratio": [0.1, float("nan"), 1e-300],
+        "start_date": pd.to_datetime(["2020-02-29", None, "1900-01-01"]),
+        "start_time": pd.to_datetime(["2026-12-05 12:00:01.25", "1999-12-31 23:59:59.00", None]),
+    })
+    types = {"cohort_id": "int64", "name": "string", "ratio": "float64", "start_date": "date",
+             "start_time": "timestamp"}
+    con = ibis.duckdb.connect()
+    con.raw_sql("CREATE TABLE t (cohort_id BIGINT, name VARCHAR, ratio DOUBLE, "
+                "start_date DATE, start_time TIMESTAMPTZ)")
+    con.raw_sql("SET TimeZone = 'UTC'")
+    sql = insert_values_sql("t", frame, types)
+    con.raw_sql(sqlglot.transpile(sql, read="bigquery", write="duckdb")[0])
+    got = con.table("t").execute()
+    assert got.cohort_id.tolist()[:2] == [1, 2] and pd.isna(got.cohort_id[2])
+    assert got.name.tolist()[:2] == ["it's", "back\\slash\nnew line"] and got.name[2] is None
+    assert got.ratio[0] == 0.1 and pd.isna(got.ratio[1]) and got.ratio[2] == 1e-300
+    assert [str(d)[:10] for d in got.start_date[[0, 2]]] == ["2020-02-29", "1900-01-01"]
+    assert pd.isna(got.start_date[1])
+    assert got.start_time[0] == pd.Timestamp("2026-12-05 12:00:01.25", tz="UTC")
+    assert pd.isna(got.start_time[2])

@@ -16,7 +16,7 @@ import re
 
 import ibis
 
-from pharmalab.engine import Database
+from pharmalab.engine import Database, bigquery
 
 COHORT_TABLES: dict[str, dict[str, str]] = {
     "cohort": {"cohort_definition_id": "int64", "subject_id": "int64",
@@ -192,6 +192,10 @@ def append_frame(db: Database, target: str, table: str, frame) -> None:
             db.con.raw_sql(f"INSERT INTO {qualified(db, target)} SELECT {columns} FROM {view}")
         finally:
             db.con.con.unregister(view)
+        return
+    if db.url.kind == "bigquery":  # DML, not a load job (engine/bigquery.py says why)
+        db.con.raw_sql(bigquery.insert_values_sql(qualified(db, target), frame,
+                                                  COHORT_TABLES[table]))
         return
     data = ibis.memtable(frame, schema=ibis.schema(COHORT_TABLES[table]))
     db.con.insert(target, data, database=results_schema(db))
