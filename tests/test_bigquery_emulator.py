@@ -150,6 +150,26 @@ def test_a_missing_dataset_names_the_engine_and_the_table(emulator):
         db.table("person")
 
 
+def test_an_emulator_that_is_not_running_is_named_at_once():
+    """Nothing listening on the port: an error within seconds (the client alone retries a
+    refused connection for 600 s)."""
+    import socket
+    import time
+
+    pytest.importorskip("google.cloud.bigquery")
+    from pharmalab.engine import database
+    from pharmalab.errors import EngineURLError
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(EngineURLError, match=rf"BigQuery emulator at 127.0.0.1:{port} is not "
+                                             "reachable"):
+        database(f"bigquery://p/d?emulator=127.0.0.1:{port}")
+    assert time.monotonic() - started < 30
+
+
 def test_the_demo_studys_cdm_side_gives_duckdbs_files(emulator, demo_results, tmp_path):
     """The demo study's CDM steps, its CDM already in dataset ``demo_cdm`` (no load step),
     write the files the demo writes on DuckDB (the comparison of tests/test_postgres.py)."""

@@ -255,6 +255,8 @@ def _broken(person: Path, how: str) -> None:
         return
     if how == "blank header":
         lines[0] = "  "
+    elif how == "unnamed column":
+        lines[0] = lines[0].replace("gender_source_value", "")
     elif how == "duplicate column":
         lines[0] = lines[0].replace("gender_source_value", "PERSON_SOURCE_VALUE")
     elif how == "fewer fields":
@@ -278,6 +280,7 @@ def _broken(person: Path, how: str) -> None:
     ("blank header", "line 1 is empty; expected a header line naming the columns"),
     ("duplicate column", "column 'person_source_value' appears twice in the header (columns "
                          "12 and 13); each column must appear once"),
+    ("unnamed column", "column 13 of the header has no name; name it or remove it"),
     ("fewer fields", "line 4 has 16 fields where the header has 18 (delimiter ',')"),
     ("more fields", "line 8 has 19 fields where the header has 18 (delimiter ',')"),
     ("other delimiter in the data", "line 2 has 1 field where the header has 18 (delimiter "
@@ -296,6 +299,14 @@ def test_a_broken_csv_is_named_by_line(small_cdm, tmp_path, how, message):
         cdm.load(small_cdm, f"duckdb://{target}")
     assert str(err.value).startswith(f"person.csv (table person): {message}"), str(err.value)
     _assert_nothing_written(target)
+
+
+def test_old_mac_line_ends_load(small_cdm, tmp_path):
+    """A CSV whose lines end in a bare CR (Excel's "CSV (Macintosh)") loads the same rows."""
+    person = small_cdm / "person.csv"
+    person.write_bytes(person.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r"))
+    result = cdm.load(small_cdm, f"duckdb://{tmp_path}/mac.duckdb")
+    assert result.rows()["person"] == 50
 
 
 def test_unknown_table(small_cdm, tmp_path):

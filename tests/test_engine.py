@@ -46,6 +46,8 @@ def test_schema_parameters_and_redaction():
         ("duckdb:///tmp/x.duckdb?schema=cdm", "unknown parameter 'schema'"),
         ("bigquery://p/d?emulator=http://localhost", "emulator 'http://localhost' should be "
                                                       "HOST:PORT"),
+        ("bigquery://p/d?emulator=", "emulator is empty; expected HOST:PORT"),
+        ("bigquery://p/d?emualtor=h:1", r"unknown parameter 'emualtor'.*emulator \(BigQuery\)"),
     ],
 )
 def test_bad_urls_name_what_was_expected(url, message):

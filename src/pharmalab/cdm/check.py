@@ -124,7 +124,9 @@ def check(
         raise CdmNotFoundError(
             f"no OMOP CDM table found in {db.url.redacted()}"
             + (f" (schema {db.cdm_schema!r})" if db.cdm_schema else "")
-            + "; load one with: pharmalab cdm load SOURCE --cdm URL"
+            + ("; load the tables with bq load (a Parquet export) into that dataset"
+               if db.url.kind == "bigquery"
+               else "; load one with: pharmalab cdm load SOURCE --cdm URL")
         )
     findings: list[dict] = []
     rows: dict[str, int] = {}

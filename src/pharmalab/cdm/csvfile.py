@@ -52,12 +52,20 @@ def read_header(path: Path, table: str) -> CsvHeader:
         raise CdmInputError(
             f"{where}: line 1 is not UTF-8 text (byte 0x{raw[exc.start]:02x} at position "
             f"{exc.start + 1}); save the file as UTF-8") from None
-    line = line.rstrip("\r\n")
+    # readline splits at \n only: a file with old-Mac \r line ends is one "line" here
+    line = re.split(r"\r\n|\r|\n", line, maxsplit=1)[0]
     if not line.strip():
         raise CdmInputError(f"{where}: line 1 is empty; expected a header line naming the "
                             "columns")
     delimiter = max(DELIMITERS, key=line.count)
-    columns = [n.strip().lower() for n in next(csv.reader([line], delimiter=delimiter))]
+    try:
+        columns = [n.strip().lower() for n in next(csv.reader([line], delimiter=delimiter))]
+    except csv.Error as exc:
+        raise CdmInputError(f"{where}: line 1 cannot be read as a CSV header ({exc})") from None
+    for position, name in enumerate(columns[:-1], start=1):
+        if not name:  # a trailing delimiter (an empty last name) is a common export quirk
+            raise CdmInputError(f"{where}: column {position} of the header has no name; "
+                                "name it or remove it")
     seen: dict[str, int] = {}
     for position, name in enumerate(columns, start=1):
         if name and name in seen:
@@ -114,7 +122,7 @@ def first_line_not_utf8(path: Path, chunk_bytes: int = 1 << 20) -> int | None:
 def _describe(error: str, header: CsvHeader) -> str:
     line = re.search(r"CSV Error on Line: (\d+)", error)
     where = f"line {line.group(1)}" if line else "a line"
-    original = re.search(r"Original Line: ?(.*)", error)
+    original = re.search(r"Original Line: ?\r?\n?(.*)", error)  # (CRLF files: a newline first)
     shown = ""
     if original:
         text = original.group(1)

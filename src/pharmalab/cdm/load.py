@@ -389,7 +389,9 @@ def _in_one_duckdb_pass(db: Database, p: _Planned, statement: Callable[[str], st
             select = _duckdb_csv_select(p.table, p.file, p.source.columns, p.source.delimiter)
             p.rows = _written(db.con.raw_sql(statement(select)))
             return
-        except Exception:
+        except Exception as exc:
+            if _interrupted(exc):  # Ctrl-C or SIGTERM: stop, do not re-validate the file
+                raise KeyboardInterrupt from exc
             if transactional:
                 raise _Retry(p) from None
             p.typed = _validate_refused(db, p)
@@ -408,6 +410,11 @@ def _validate_refused(db: Database, p: _Planned) -> ibis.Table:
     if problem:
         raise CdmInputError(f"{p.file.path.name} (table {p.table.name}): {problem}")
     return _validate_and_type(p.table, p.file, p.source.raw, p.version)
+
+
+def _interrupted(exc: Exception) -> bool:
+    """DuckDB turns a signal during a query into InterruptException ("Query interrupted")."""
+    return type(exc).__name__ == "InterruptException" or "query interrupted" in str(exc).lower()
 
 
 def _written(cursor) -> int:
@@ -513,7 +520,8 @@ def _check_columns(table: Table, f: TableFile, columns: list[str], result: LoadR
             f"(CDM v{result.cdm_version} requires: "
             f"{', '.join(c.name for c in table.columns if c.required)})"
         )
-    extra = [c for c in columns if c not in table.column_names]
+    extra = [c or f"column {i} (no name in the header)"
+             for i, c in enumerate(columns, start=1) if c not in table.column_names]
     if extra:
         result.warnings.append(
             f"{f.path.name}: columns not in CDM v{result.cdm_version} {table.name} dropped: "

@@ -60,7 +60,7 @@ def apply_emulator_overrides(con) -> None:
     # bqemulator 1.4 does not let queries name; a dataset of our own instead (its tables are
     # dropped when their memtables are collected, as Ibis does).
     session = bq.DatasetReference(con.billing_project, "_pharmalab_memtables")
-    con.client.create_dataset(session, exists_ok=True)
+    con.client.create_dataset(session, exists_ok=True, retry=None, timeout=30)
     con._Backend__session_dataset = session
 
     def register(op) -> None:

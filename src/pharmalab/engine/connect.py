@@ -102,13 +102,17 @@ def parse_url(url: str) -> EngineURL:
             "duckdb, pyspark, bigquery, postgres"
         )
     rest, _, query = rest.partition("?")
-    params = dict(parse_qsl(query, keep_blank_values=False))
+    params = dict(parse_qsl(query, keep_blank_values=True))
     unknown = sorted(set(params) - set(_SCHEMA_PARAMS) - {"master", "emulator"})
     if unknown:
         raise EngineURLError(
             f"database URL {url!r}: unknown parameter {unknown[0]!r}; expected "
-            + ", ".join(_SCHEMA_PARAMS)
+            + ", ".join(_SCHEMA_PARAMS) + ", master (Spark) or emulator (BigQuery)"
         )
+    if "emulator" in params and not params["emulator"]:
+        # dropping it would send the work to the real BigQuery project of the same name
+        raise EngineURLError(f"database URL {url!r}: emulator is empty; expected HOST:PORT")
+    params = {k: v for k, v in params.items() if v}
     schemas = {k: params.get(k) for k in _SCHEMA_PARAMS}
     if scheme in ("pyspark", "spark"):
         master = rest or params.get("master") or "local[2]"
@@ -212,9 +216,19 @@ def _connect_bigquery_emulator(project: str, dataset: str, endpoint: str) -> Bas
     served for query results by the emulators measured here (``bqemulator`` 1.4: "schema
     …___bqemu_anonymous does not exist"; ../shared/KNOWN.md).
     """
+    import socket
+
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import bigquery
+
+    host, port = endpoint.rsplit(":", 1)
+    try:  # the client would retry a refused connection for 600 s before saying anything
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise EngineURLError(
+            f"BigQuery emulator at {endpoint} is not reachable ({exc.strerror or exc}); is it "
+            f"running (e.g. bqemulator start --rest-port {port})?") from None
 
     class RestOnlyClient(bigquery.Client):
         def _ensure_bqstorage_client(self, *args, **kwargs):  # noqa: ARG002 (the API's)
