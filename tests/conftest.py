@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -65,17 +66,12 @@ def gibleed_eunomia_db(tmp_path_factory):
 def gibleed_cohorts(tmp_path_factory, gibleed_csv_db):
     """A copy of GiBleed (DuckDB) with CohortGenerator's cohorts 1–4 and the negative-control
     outcome cohorts generated into the ``results`` schema; yields the Database."""
-    from pharmalab import cohorts
     from pharmalab.engine import database
 
     path = tmp_path_factory.mktemp("gibleed_cohorts") / "cdm.duckdb"
     shutil.copy(gibleed_csv_db[0], path)
     db = database(f"duckdb://{path}?results_schema=results")
-    folder = need(DATA / "cohorts" / "cohortgenerator")
-    cohorts.generate_cohorts(db, cohorts.read_cohort_set(folder))
-    controls = cohorts.read_negative_controls(
-        folder / "negativecontrols" / "negativeControlOutcomes.csv")
-    cohorts.generate_negative_control_cohorts(db, controls)
+    _generate_cohortgenerator_set(db)
     yield db
     db.con.disconnect()
 
@@ -132,28 +128,6 @@ def pytest_configure(config):
 
 
 @pytest.fixture(scope="session")
-def spark_gibleed_cohorts(spark_gibleed, gibleed_cohorts):
-    """GiBleed on Spark with the DuckDB-generated ``cohort`` rows copied into the Spark schema
-    ``gibleed_char``: a Database whose results schema holds that ``cohort`` table.
-
-    Characterization tests compare their Spark output with DuckDB's on the same cohort rows
-    (generating the cohorts on Spark is tested, and takes minutes, in test_spark.py).
-    """
-    import dataclasses
-
-    import ibis
-
-    db = dataclasses.replace(spark_gibleed[0], results_schema="gibleed_char")
-    db.ensure_schema("results")
-    rows = gibleed_cohorts.table("cohort", "results").to_pandas()
-    schema = ibis.schema({"cohort_definition_id": "int64", "subject_id": "int64",
-                          "cohort_start_date": "date", "cohort_end_date": "date"})
-    db.con.create_table("cohort", ibis.memtable(rows, schema=schema),
-                        database="gibleed_char", overwrite=True)
-    return db
-
-
-@pytest.fixture(scope="session")
 def gibleed_demo_cohorts(tmp_path_factory, gibleed_csv_db):
     """A copy of GiBleed (DuckDB) with the demo study's cohort set generated into ``results``:
     1–4 CohortGenerator's, 5 GI bleed, 6 diclofenac and 7 celecoxib new users (exposure eras).
@@ -197,9 +171,7 @@ def compare_with_the_demo(out, on_duckdb, engine_types=None) -> int:
     ``engine_types(frame, name)`` maps an engine's own types onto DuckDB's in both frames
     (e.g. BigQuery's UTC timestamps and 64-bit integers)."""
     compared = 0
-    for path in sorted(out.rglob("*")):
-        if path.suffix not in (".csv", ".parquet") or path.parent.suffix == ".parquet":
-            continue
+    for path in _result_files(out):
         relative = path.relative_to(out)
         expected, got = _demo_frame(on_duckdb / relative), _demo_frame(path)
         if relative.parts[0] == "extract" or relative.name == "support_list.csv":
@@ -213,6 +185,20 @@ def compare_with_the_demo(out, on_duckdb, engine_types=None) -> int:
         pd.testing.assert_frame_equal(got, expected, check_dtype=False, obj=str(relative))
         compared += 1
     return compared
+
+
+def _result_files(out):
+    """CSV and Parquet results under ``out``; a table written as a folder of part files
+    (extraction; Spark names its parts by a random id) counts as one, the folder."""
+    seen = []
+    for path in sorted(out.rglob("*")):
+        if path.suffix not in (".csv", ".parquet") or path.parent.suffix == ".parquet":
+            continue
+        if path.suffix == ".parquet" and path.name.startswith("part-"):
+            path = path.parent
+        if path not in seen:
+            seen.append(path)
+    return seen
 
 
 def _demo_frame(path):
@@ -264,15 +250,116 @@ def postgres_gibleed(postgres_server):
     """GiBleed loaded from the Eunomia archive into PostgreSQL (schema ``gibleed``) with
     CohortGenerator's cohorts 1–4 and the negative-control outcomes in ``gibleed_results``:
     (Database, LoadResult)."""
-    from pharmalab import cdm, cohorts
+    from pharmalab import cdm
     from pharmalab.engine import database
 
     db = database(postgres_server.url(cdm_schema="gibleed", results_schema="gibleed_results"))
     result = cdm.load(need(GIBLEED_TAR), db)
+    _generate_cohortgenerator_set(db)
+    yield db, result
+    db.con.disconnect()
+
+
+# --- one scenario suite, every engine (issue 19) ------------------------------------------
+#
+# Tests that take ``engine_gibleed`` run once per engine, those that take ``other_engine`` once
+# per engine other than DuckDB (they compare with DuckDB, the reference). Markers select the
+# engines: ``-m spark``, ``-m postgres``, ``-m bigquery_emulator``; ``make test`` (and CI) runs
+# DuckDB, Spark and PostgreSQL, ``make test-bigquery`` the emulator.
+
+ENGINES = ["duckdb", "spark", "postgres", "bigquery_emulator"]
+
+
+def _engine_params(names):
+    return [pytest.param(n, id=n, marks=[] if n == "duckdb" else [getattr(pytest.mark, n)])
+            for n in names]
+
+
+@dataclass
+class EngineCDM:
+    """GiBleed on one engine with CohortGenerator's cohorts 1–4 and the negative-control
+    outcome cohorts generated into its results schema (by that engine)."""
+
+    name: str  # the test id: duckdb, spark, postgres, bigquery_emulator
+    db: object  # pharmalab.engine.Database
+    # A URL for the demo study's CDM side on this engine (None: DuckDB, the reference), and
+    # whether its [cdm] source is loaded there (BigQuery: seeded instead; cdm load refuses).
+    demo_url: str | None = None
+    loads_cdm: bool = True
+
+
+@pytest.fixture(scope="session", params=_engine_params(ENGINES))
+def engine_gibleed(request) -> EngineCDM:
+    """GiBleed with cohorts on each engine in turn (see EngineCDM)."""
+    return request.getfixturevalue(f"{request.param}_engine")
+
+
+@pytest.fixture(scope="session", params=_engine_params(ENGINES[1:]))
+def other_engine(request) -> EngineCDM:
+    """GiBleed with cohorts on each engine but DuckDB, whose results they are compared with."""
+    return request.getfixturevalue(f"{request.param}_engine")
+
+
+@pytest.fixture(scope="session")
+def duckdb_engine(gibleed_cohorts) -> EngineCDM:
+    return EngineCDM("duckdb", gibleed_cohorts)
+
+
+@pytest.fixture(scope="session")
+def spark_engine(spark_gibleed, spark_cluster) -> EngineCDM:
+    db = spark_gibleed[0]
+    _generate_cohortgenerator_set(db)
+    return EngineCDM("spark", db, demo_url=spark_cluster.url(cdm_schema="demo_cdm",
+                                                             results_schema="demo_results"))
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres_gibleed, postgres_server) -> EngineCDM:
+    return EngineCDM("postgres", postgres_gibleed[0], demo_url=postgres_server.url(
+        cdm_schema="demo_cdm", results_schema="demo_results"))
+
+
+BIGQUERY_PROJECT = "pharmalab"
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator(gibleed_csv_db):
+    """A BigQuery emulator (bqemulator, ``make test-bigquery``) seeded with GiBleed twice:
+    datasets ``gibleed`` and ``demo_cdm``. Skips without the emulator or the client library."""
+    pytest.importorskip("google.cloud.bigquery",
+                        reason="the BigQuery client is not installed (pharmalab[bigquery])")
+    from pharmalab.engine import database
+    from servers import BigQueryEmulator, ServerUnavailable
+
+    try:
+        BigQueryEmulator.program()
+    except ServerUnavailable as exc:
+        pytest.skip(str(exc))
+    duck = database(f"duckdb://{gibleed_csv_db[0]}")
+    tables = [(name, duck.table(name)) for name in duck.list_tables()]
+    server = BigQueryEmulator.seeded(BIGQUERY_PROJECT, {"gibleed": tables, "demo_cdm": tables})
+    duck.con.disconnect()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def bigquery_emulator_engine(bigquery_emulator) -> EngineCDM:
+    from pharmalab.engine import database
+
+    db = database(bigquery_emulator.url(BIGQUERY_PROJECT, "gibleed",
+                                        results_schema="gibleed_results"))
+    _generate_cohortgenerator_set(db)
+    return EngineCDM("bigquery_emulator", db, loads_cdm=False, demo_url=bigquery_emulator.url(
+        BIGQUERY_PROJECT, "demo_cdm", results_schema="demo_results"))
+
+
+def _generate_cohortgenerator_set(db) -> None:
+    """CohortGenerator's cohorts 1–4 and its negative-control outcomes, into db's results."""
+    from pharmalab import cohorts
+
     folder = need(DATA / "cohorts" / "cohortgenerator")
     cohorts.generate_cohorts(db, cohorts.read_cohort_set(folder))
     controls = cohorts.read_negative_controls(
         folder / "negativecontrols" / "negativeControlOutcomes.csv")
     cohorts.generate_negative_control_cohorts(db, controls)
-    yield db, result
-    db.con.disconnect()

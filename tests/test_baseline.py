@@ -246,16 +246,15 @@ def test_bad_options_raise(gibleed_cohorts):
         baseline_characteristics(gibleed_cohorts, 1, min_cell_count=0)
 
 
-@pytest.mark.spark
-def test_spark_equals_duckdb(spark_gibleed_cohorts, celecoxib):
-    on_spark = baseline_characteristics(spark_gibleed_cohorts, 1, min_cell_count=1)
+def test_every_engine_equals_duckdb(other_engine, celecoxib):
+    got = baseline_characteristics(other_engine.db, 1, min_cell_count=1)
     key = ["cohort_definition_id", "covariate_id"]
-    on_spark = on_spark.sort_values(key, ignore_index=True)
+    got = got.sort_values(key, ignore_index=True)
     on_duckdb = celecoxib.sort_values(key, ignore_index=True)
     exact = [c for c in on_duckdb.columns if c not in ("proportion", "mean", "sd")]
-    pd.testing.assert_frame_equal(on_spark[exact], on_duckdb[exact])
+    pd.testing.assert_frame_equal(got[exact], on_duckdb[exact])
     for column in ("proportion", "mean", "sd"):
-        pd.testing.assert_series_equal(on_spark[column], on_duckdb[column],
+        pd.testing.assert_series_equal(got[column], on_duckdb[column],
                                        check_exact=False, rtol=0, atol=1e-9)
 
 

@@ -147,9 +147,8 @@ def test_build_eras_keeps_or_replaces_and_cdm_check_then_agrees(tmp_path, giblee
     db.con.disconnect()
 
 
-@pytest.mark.spark
-def test_spark_drug_eras_equal_duckdb(spark_gibleed, gibleed_csv_db):
+def test_every_engine_gives_duckdbs_drug_era_comparison(other_engine, gibleed_csv_db):
     db = database(f"duckdb://{gibleed_csv_db[0]}", create=False)
     expected = compare_drug_eras(db)
     db.con.disconnect()
-    assert compare_drug_eras(spark_gibleed[0]) == expected
+    assert compare_drug_eras(other_engine.db) == expected

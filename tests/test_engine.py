@@ -48,11 +48,30 @@ def test_schema_parameters_and_redaction():
                                                       "HOST:PORT"),
         ("bigquery://p/d?emulator=", "emulator is empty; expected HOST:PORT"),
         ("bigquery://p/d?emualtor=h:1", r"unknown parameter 'emualtor'.*emulator \(BigQuery\)"),
+        ("duckdb:///x.duckdb?memory_limit=lots", "memory_limit 'lots' should be an amount"),
+        ("postgres://u@h/d?memory_limit=6GB", "memory_limit '6GB' is a DuckDB setting"),
     ],
 )
 def test_bad_urls_name_what_was_expected(url, message):
     with pytest.raises(EngineURLError, match=message):
         parse_url(url)
+
+
+def test_duckdb_memory_limit_reaches_duckdb(tmp_path):
+    """``?memory_limit=`` is DuckDB's own setting, on the file pharmalab opens and on the one
+    ``cdm load`` builds under a temporary name."""
+    from pharmalab import cdm
+
+    url = f"duckdb://{tmp_path}/cdm.duckdb?memory_limit=512MB"
+    assert parse_url(url).options == {"memory_limit": "512MB"}
+    folder = tmp_path / "src"
+    folder.mkdir()
+    (folder / "person.csv").write_text("person_id,gender_concept_id,year_of_birth,"
+                                       "race_concept_id,ethnicity_concept_id\n1,8507,1970,0,0\n")
+    cdm.load(folder, url)
+    con = connect(url)
+    assert con.raw_sql("select current_setting('memory_limit')").fetchone()[0] == "488.2 MiB"
+    con.disconnect()
 
 
 def test_duckdb_file_in_missing_folder(tmp_path):

@@ -257,23 +257,6 @@ def test_a_target_cohort_without_rows_is_an_error(gibleed_demo_cohorts):
         incidence_rates(gibleed_demo_cohorts, design)
 
 
-@pytest.mark.spark
-def test_incidence_on_spark_equals_duckdb(spark_gibleed_cohorts, gibleed_cohorts):
-    # GiBleed: celecoxib cohorts 1 and 4, a negative-control outcome, two windows, strata
-    outcome = int(gibleed_cohorts.table("cohort", "results")
-                  .filter(lambda t: t.cohort_definition_id > 1000)
-                  .cohort_definition_id.min().to_pandas())
-    design = simple_design([1, 4], [outcome],
-                           [TimeAtRisk(1, "start", 0, "end", 0),
-                            TimeAtRisk(2, "start", 1, "start", 365)],
-                           clean_window=30,
-                           strata=Strata(by_age=True, by_gender=True, by_year=True))
-    on_duckdb = incidence_rates(gibleed_cohorts, design, min_cell_count=1).summary
-    on_spark = incidence_rates(spark_gibleed_cohorts, design, min_cell_count=1).summary
-    assert len(on_duckdb) > 20
-    pd.testing.assert_frame_equal(on_spark, on_duckdb, check_dtype=False)
-
-
 @pytest.mark.parametrize(("change", "message"), [
     (lambda d: d["outcomeDefs"][0].update(cleanwindow=30), "unknown field 'cleanwindow'"),
     (lambda d: d["timeAtRiskDefs"][0]["start"].update(ofset=1), "unknown field 'ofset'"),

@@ -278,16 +278,15 @@ def test_episodes_with_mixed_medications_equal_the_loop():
         assert rows == expected
 
 
-@pytest.mark.spark
-def test_spark_episodes_equal_duckdb(spark_gibleed, gibleed_csv_db):
-    spark_db = spark_gibleed[0]
+def test_every_engine_gives_duckdbs_episodes(other_engine, gibleed_csv_db):
+    engine_db = other_engine.db
     duck = database(f"duckdb://{gibleed_csv_db[0]}")
     try:
         concepts = [CELECOXIB, 1124300]  # celecoxib and diclofenac
         columns = ["person_id", "episode_id", "medication", "start", "end", "duration_days",
                    "end_gap_days", "discontinued"]
         expected = treatment_episodes(duck, concepts, permissible_gap=30).to_pandas()
-        got = treatment_episodes(spark_db, concepts, permissible_gap=30).to_pandas()
+        got = treatment_episodes(engine_db, concepts, permissible_gap=30).to_pandas()
         order = ["person_id", "episode_id"]
         expected = expected[columns].sort_values(order, ignore_index=True)
         got = got[columns].sort_values(order, ignore_index=True)

@@ -93,8 +93,6 @@ def check(
     ``month_of_birth`` are known before the first day they allow; an event on the birth date
     is fine), ``drug_era_differs`` (warning: shipped ``drug_era`` rows with
     no equal row in the one derived from ``drug_exposure`` by OHDSI's era logic,
-    :func:`pharmalab.cdm.eras.compare_drug_eras`). (warning: shipped ``drug_era`` rows with
-    no equal row in the one derived from ``drug_exposure`` by OHDSI's era logic,
     :func:`pharmalab.cdm.eras.compare_drug_eras`).
 
     Parameters

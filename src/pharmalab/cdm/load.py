@@ -219,7 +219,8 @@ def _load_into_url(files, parsed: EngineURL, cdm_version, progress) -> LoadResul
         )
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp_url = EngineURL(
-        "duckdb", str(tmp), parsed.cdm_schema, parsed.vocab_schema, parsed.results_schema
+        "duckdb", str(tmp), parsed.cdm_schema, parsed.vocab_schema, parsed.results_schema,
+        options=parsed.options,
     )
     try:
         db = database(tmp_url)

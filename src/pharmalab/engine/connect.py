@@ -16,7 +16,10 @@ URLs
 ``postgres://USER:PW@HOST:PORT/DB``  PostgreSQL (needs ``pharmalab[postgres]``)
 
 Any URL takes the query parameters ``cdm_schema``, ``vocab_schema`` (defaults to the CDM
-schema) and ``results_schema``, e.g. ``duckdb:///cdm.duckdb?results_schema=results``.
+schema) and ``results_schema``, e.g. ``duckdb:///cdm.duckdb?results_schema=results``. A DuckDB
+URL also takes ``memory_limit`` (DuckDB's own setting, e.g. ``?memory_limit=6GB``): DuckDB
+caches up to 80% of the machine's memory by default and spills to a temporary folder beyond the
+limit, so on a shared machine or a large CDM the limit keeps the process's peak memory down.
 """
 
 from __future__ import annotations
@@ -103,12 +106,19 @@ def parse_url(url: str) -> EngineURL:
         )
     rest, _, query = rest.partition("?")
     params = dict(parse_qsl(query, keep_blank_values=True))
-    unknown = sorted(set(params) - set(_SCHEMA_PARAMS) - {"master", "emulator"})
+    unknown = sorted(set(params) - set(_SCHEMA_PARAMS) - {"master", "emulator", "memory_limit"})
     if unknown:
         raise EngineURLError(
             f"database URL {url!r}: unknown parameter {unknown[0]!r}; expected "
-            + ", ".join(_SCHEMA_PARAMS) + ", master (Spark) or emulator (BigQuery)"
+            + ", ".join(_SCHEMA_PARAMS)
+            + ", master (Spark), emulator (BigQuery) or memory_limit (DuckDB)"
         )
+    if "memory_limit" in params and (scheme != "duckdb" or not re.fullmatch(
+            r"\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)", params["memory_limit"], re.I)):
+        raise EngineURLError(
+            f"database URL {url!r}: memory_limit {params['memory_limit']!r} "
+            + ("should be an amount such as 6GB or 512MB" if scheme == "duckdb"
+               else "is a DuckDB setting"))
     if "emulator" in params and not params["emulator"]:
         # dropping it would send the work to the real BigQuery project of the same name
         raise EngineURLError(f"database URL {url!r}: emulator is empty; expected HOST:PORT")
@@ -136,7 +146,8 @@ def parse_url(url: str) -> EngineURL:
         if not rest:
             raise EngineURLError(f"database URL {url!r}: expected postgres://USER@HOST/DB")
         return EngineURL("postgres", rest, **schemas)
-    return EngineURL("duckdb", re.sub(r"^/+", "/", rest), **schemas)
+    options = {"memory_limit": params["memory_limit"]} if "memory_limit" in params else {}
+    return EngineURL("duckdb", re.sub(r"^/+", "/", rest), **schemas, options=options)
 
 
 def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
@@ -165,8 +176,9 @@ def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
     parsed = parse_url(url) if isinstance(url, str) else url
     if parsed.kind == "duckdb":
         path = parsed.duckdb_path
+        config = dict(parsed.options)  # memory_limit
         if path is None:
-            return ibis.duckdb.connect()
+            return ibis.duckdb.connect(**config)
         if not path.parent.exists():
             raise EngineURLError(
                 f"DuckDB file {str(path)!r}: folder {str(path.parent)!r} does not exist"
@@ -176,7 +188,7 @@ def connect(url: str | EngineURL, *, create: bool = True) -> BaseBackend:
         if path.is_dir():
             raise EngineURLError(f"DuckDB file {str(path)!r} is a folder")
         try:
-            return ibis.duckdb.connect(str(path))
+            return ibis.duckdb.connect(str(path), **config)
         except Exception as exc:  # not a DuckDB file, locked by another process, no access
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise EngineURLError(
