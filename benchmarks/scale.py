@@ -35,8 +35,6 @@ from cdm_load import build
 HERE = Path(__file__).resolve().parent
 WORK = HERE / ".work"
 SRC = HERE.parent / "src"
-# Sections of the demo study that read no CDM.
-NOT_CDM = ("sales", "forecast", "supply", "marketing")
 TARGET_SECONDS, TARGET_PEAK_MB = 600, 8192
 
 CHILD = r"""
@@ -95,23 +93,10 @@ FINDINGS = (
 def study_file(n: int, folder: Path, memory_limit: str | None = None) -> Path:
     """The demo study's CDM sections with ``source`` = the Parquet folder, in WORK/scale_x{n}/."""
     sys.path.insert(0, str(SRC))
-    from pharmalab.study import demo_study_path
+    from pharmalab.study import demo_cdm_side
 
-    demo = demo_study_path()
-    kept, skipping = [], False
-    for line in demo.read_text().splitlines():
-        if line.startswith("["):
-            skipping = line.strip("[] ").split(".")[0] in NOT_CDM
-        if not skipping:
-            kept.append(line)
-    text = "\n".join(kept) + "\n"
-    text = text.replace('path = "cohorts"', f'path = "{demo.parent / "cohorts"}"')
-    text = text.replace('source = "eunomia:GiBleed"', f'source = "{folder}"')
-    assert f'source = "{folder}"' in text
-    if memory_limit:
-        text = text.replace('url = "duckdb:///{out}/cdm.duckdb"',
-                            f'url = "duckdb:///{{out}}/cdm.duckdb?memory_limit={memory_limit}"')
-        assert f"memory_limit={memory_limit}" in text
+    url = f"duckdb:///{{out}}/cdm.duckdb?memory_limit={memory_limit}" if memory_limit else None
+    text = demo_cdm_side(url=url, source=str(folder))
     here = WORK / f"scale_x{n}"
     here.mkdir(parents=True, exist_ok=True)
     path = here / "study.toml"

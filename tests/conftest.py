@@ -145,24 +145,10 @@ def gibleed_demo_cohorts(tmp_path_factory, gibleed_csv_db):
 
 
 def cdm_side_of_the_demo(url: str | None = None) -> str:
-    """The demo study.toml without the sections that read no CDM (sales, forecasting, supply,
-    marketing), its cohorts by absolute path, and its CDM at ``url`` if given."""
-    from pharmalab.study import demo_study_path
+    """The demo study.toml without the sections that read no CDM, its CDM at ``url`` if given."""
+    from pharmalab.study import demo_cdm_side
 
-    path = demo_study_path()
-    kept, skipping = [], False
-    for line in path.read_text().splitlines():
-        if line.startswith("["):
-            name = line.strip("[] ").split(".")[0]
-            skipping = name in ("sales", "forecast", "supply", "marketing")
-        if not skipping:
-            kept.append(line)
-    text = "\n".join(kept) + "\n"
-    text = text.replace('path = "cohorts"', f'path = "{path.parent / "cohorts"}"')
-    if url is not None:
-        text = text.replace('url = "duckdb:///{out}/cdm.duckdb"', f'url = "{url}"')
-        assert f'url = "{url}"' in text
-    return text
+    return demo_cdm_side(url=url)
 
 
 def compare_with_the_demo(out, on_duckdb, engine_types=None) -> int:

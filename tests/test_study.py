@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import DATA, GIBLEED_TAR, need
 from pharmalab.errors import StudyConfigError
-from pharmalab.study import read_study, run
+from pharmalab.study import demo_cdm_side, read_study, run
 
 
 def _write(tmp_path, text: str):
@@ -61,6 +62,20 @@ def test_invalid_study_files(tmp_path, text, message):
 def test_invalid_values_are_caught_before_running(tmp_path, text, message):
     with pytest.raises(StudyConfigError, match=message):
         read_study(_write(tmp_path, text))
+
+
+def test_the_demo_studys_cdm_side_keeps_every_cdm_step_and_drops_the_others(tmp_path):
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    text = demo_cdm_side(url="duckdb:///{out}/cdm.duckdb?memory_limit=2GB", source="/data/x10")
+    study = read_study(_write(folder, text))
+    assert (study.sales, study.forecast, study.supply, study.marketing) == (None,) * 4
+    for section in ("cdm", "cohorts", "characterize", "incidence", "survival", "extract",
+                    "journey", "pathways", "demand"):
+        assert getattr(study, section) is not None, section
+    assert study.cdm.url == "duckdb:///{out}/cdm.duckdb?memory_limit=2GB"
+    assert study.cdm.source == "/data/x10"
+    assert Path(study.cohorts.path).is_absolute() and Path(study.cohorts.path).is_dir()
 
 
 def test_missing_study_file(tmp_path):

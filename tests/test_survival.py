@@ -362,12 +362,6 @@ def test_survival_figure_has_a_step_line_and_a_band_per_cohort(gibleed_cohorts):
 
 
 def test_every_engine_gives_duckdbs_event_table(other_engine, gibleed_cohorts):
-    if other_engine.name == "postgres":
-        # A known defect, not an engine difference: PostgreSQL runs this event table for
-        # minutes (> 90 s per outcome even after ANALYZE; the demo's KM of cohort outcomes
-        # takes seconds there and its files equal DuckDB's, tests/test_engines.py). To fix
-        # in characterize.survival.time_to_event (issue 19 note).
-        pytest.skip("event_table with these outcomes takes minutes on PostgreSQL (known)")
     db = other_engine.db
     for outcome in (FRACTURE_OF_FOREARM, "gi bleeds"):
         got = event_table(db, 1, gi_bleeds(db) if outcome == "gi bleeds" else outcome)
