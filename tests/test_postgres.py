@@ -51,6 +51,17 @@ def _rows(db, cohort_id, columns):
     return t.select(columns).execute().sort_values(columns, ignore_index=True)
 
 
+def test_a_load_leaves_planner_statistics_on_every_table(postgres_gibleed):
+    """cdm load analyzes what it copied: the planner knows GiBleed's row counts at once
+    (a table never analyzed has reltuples -1 in PostgreSQL ≥ 14)."""
+    db, _ = postgres_gibleed
+    rows = dict(db.con.raw_sql(
+        "SELECT c.relname, c.reltuples FROM pg_class c JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE n.nspname = 'gibleed' AND c.relkind = 'r'").fetchall())
+    assert rows["person"] == 2694 and rows["drug_exposure"] == 67707
+    assert rows["death"] == 0  # analyzed and empty, not "never analyzed" (-1)
+
+
 def test_a_lost_connection_stops_the_set_keeps_what_was_done_and_a_rerun_completes(
         postgres_server, postgres_gibleed):
     """The server ends our session (pg_terminate_backend, as a dropped network or a
