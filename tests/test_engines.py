@@ -16,7 +16,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import DATA, GIBLEED_ROWS, cdm_side_of_the_demo, compare_with_the_demo
+from conftest import (
+    DATA,
+    ENGINE_TYPES,
+    GIBLEED_ROWS,
+    cdm_side_of_the_demo,
+    compare_with_the_demo,
+)
 
 COHORT_COLUMNS = ["cohort_definition_id", "subject_id", "cohort_start_date", "cohort_end_date"]
 STATISTICS = ("cohort_inc_result", "cohort_inc_stats", "cohort_summary_stats",
@@ -142,23 +148,6 @@ def test_the_demo_studys_cdm_side_gives_duckdbs_files(other_engine, demo_results
     assert len(result.steps) == (10 if other_engine.loads_cdm else 9)
     engine_types = ENGINE_TYPES.get(other_engine.name)
     assert compare_with_the_demo(tmp_path / "out", demo_results.out, engine_types) >= 40
-
-
-def _utc_instants(frame: pd.DataFrame, name: str) -> pd.DataFrame:
-    """An engine whose TIMESTAMP is an instant in UTC (BigQuery, Spark) against DuckDB's,
-    which has no zone; and BigQuery's only integer, INT64, where DuckDB writes INT32."""
-    frame = frame.copy()
-    for column in frame.columns:
-        if isinstance(frame[column].dtype, pd.DatetimeTZDtype):
-            frame[column] = frame[column].dt.tz_convert("UTC").dt.tz_localize(None)
-    if name == "data_dictionary.csv" and "type" in frame.columns:
-        frame["type"] = (frame["type"].str.replace(", tz=UTC]", "]", regex=False)
-                         .replace({"int32": "int64"}))
-    return frame
-
-
-# The engines' own types mapped onto DuckDB's before the files are compared.
-ENGINE_TYPES = {"bigquery_emulator": _utc_instants, "spark": _utc_instants}
 
 
 def _cohort_rows(db) -> pd.DataFrame:
