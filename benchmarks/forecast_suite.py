@@ -35,8 +35,9 @@ AutoETS baseline's ``cross_validation`` on each (with fitted values where there 
 hierarchy, as the reconciled baselines need them).
 
 Usage: python benchmarks/forecast_suite.py [--sets visnights,prison,…] [--models M1,M2,…]
-(writes the "Forecast suite" section of benchmarks/RESULTS.md when every set ran; with
-``--models``, a section of its own named after them)
+[--pools 'all,trimmed,best 3' --default-pool 'best 3'] (writes the "Forecast suite" section
+of benchmarks/RESULTS.md when every set ran; with ``--models`` or ``--pools``, a section of
+its own named after them)
 """
 
 from __future__ import annotations
@@ -233,10 +234,12 @@ def _structure(ds: DataSet):
     return None, series, {uid: "Series" for uid in series["unique_id"].unique()}, []
 
 
-def run_set(ds: DataSet, models: tuple[str, ...] | None = None) -> dict:
+def run_set(ds: DataSet, models: tuple[str, ...] | None = None,
+            pools: tuple[str, ...] | None = None, default_pool: str | None = None) -> dict:
     """Baselines and ours on one set: a dict of the numbers the report shows (``models``:
     our base models, None for the default set; names after a leading ``+`` are added to the
-    default set, e.g. ``("+AutoCES", "DynamicOptimizedTheta")``)."""
+    default set, e.g. ``("+AutoCES", "DynamicOptimizedTheta")``; ``pools``, ``default_pool``:
+    :class:`ForecastSettings`' combination pools, None for the defaults)."""
     hier, series, level_of, levels = _structure(ds)
     if models and models[0].startswith("+"):  # as the pipeline counts: every node
         models = default_models(series["unique_id"].nunique(), ds.season_length) + (
@@ -260,8 +263,10 @@ def run_set(ds: DataSet, models: tuple[str, ...] | None = None) -> dict:
     table = pd.DataFrame(rows).sort_values("mase").reset_index(drop=True)
     best = table.iloc[0]
 
+    pool_settings = {k: v for k, v in (("pools", pools), ("default_pool", default_pool))
+                     if v is not None}
     settings = ForecastSettings(horizon=ds.horizon, backtest_windows=ds.windows,
-                                step=ds.horizon, models=models)
+                                step=ds.horizon, models=models, **pool_settings)
     clock = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -273,7 +278,7 @@ def run_set(ds: DataSet, models: tuple[str, ...] | None = None) -> dict:
     ours = summary_row(result.summary, levels)
     all_row = result.summary.set_index("level").loc["all"]
     choice = (result.model_choice["combination"]
-              .str.replace(r" \(left out, over.*", " (trimmed)", regex=True)
+              .str.replace(r" \(pool '([^']*)'.*", r" (\1)", regex=True)
               .str.replace(r" \(backtest MASE.*", "", regex=True))
     out = {
         "set": ds.name, "source": ds.source, "series": series["unique_id"].nunique(),
@@ -304,7 +309,8 @@ def run_set(ds: DataSet, models: tuple[str, ...] | None = None) -> dict:
 # Report
 # --------------------------------------------------------------------------------------------
 
-def report(results: list[dict], models: tuple[str, ...] | None = None) -> str:
+def report(results: list[dict], models: tuple[str, ...] | None = None,
+           options: str = "") -> str:
     ratios = np.array([r["ratio"] for r in results])
     checks = [
         ("every set: mean MASE ≤ 1.00 × best baseline", (ratios <= 1.0).all(),
@@ -334,7 +340,7 @@ def report(results: list[dict], models: tuple[str, ...] | None = None) -> str:
                             text=True, cwd=HERE).stdout.strip()
     lines = [f"- {'PASS' if ok else 'FAIL'} — {name}: {text}" for name, ok, text in checks]
     command = "python benchmarks/forecast_suite.py" + (
-        f" --models {','.join(models)}" if models else "")
+        f" --models {','.join(models)}" if models else "") + options
     return f"""
 Run on {dt.date.today()} with `{command}`; 2 cores, code: commit
 {commit}. Sets, windows and baselines: see the module docstring. Ratio = our mean MASE / the
@@ -365,17 +371,27 @@ def main() -> None:
                         help="comma-separated base models for ours (default: the pipeline's "
                              "default set; a leading + adds them to it); the report goes "
                              "to its own section")
+    parser.add_argument("--pools", default=None,
+                        help="comma-separated combination pools for ours, e.g. "
+                             "'all,trimmed,best 3' (ForecastSettings.pools); own section")
+    parser.add_argument("--default-pool", default=None,
+                        help="the pool before any window has scored them, e.g. 'best 3'")
     args = parser.parse_args()
+    pools = tuple(p.strip() for p in args.pools.split(",") if p.strip()) if args.pools else None
     models = tuple(m for m in args.models.split(",") if m) if args.models else None
     names = [s for s in args.sets.split(",") if s]
     unknown = set(names) - set(SETS)
     if unknown:
         parser.error(f"unknown sets: {', '.join(sorted(unknown))}")
-    results = [run_set(SETS[name](), models) for name in names]
-    text = report(results, models)
+    results = [run_set(SETS[name](), models, pools, args.default_pool) for name in names]
+    options = (f" --pools '{','.join(pools)}'" if pools else "") + (
+        f" --default-pool '{args.default_pool}'" if args.default_pool else "")
+    text = report(results, models, options)
     print(text)
     if names == list(SETS):
-        section = "Forecast suite" + (f", models {', '.join(models)}" if models else "")
+        section = "Forecast suite" + (f", models {', '.join(models)}" if models else "") + (
+            f", pools {', '.join(pools)}" if pools else "") + (
+            f" (first: {args.default_pool})" if args.default_pool else "")
         update_section(section, text)
         say(f"wrote the {section} section of benchmarks/RESULTS.md")
 

@@ -63,10 +63,16 @@ class ForecastSettings:
         MASE per series (None: all). Either way, a model whose MASE in every earlier window
         is no worse than the combination's and on average at most
         :data:`~pharmalab.forecast.combine.DOMINANCE_RATIO` (½) of it forecasts its series alone.
-    trim_ratio
-        A second combination leaves out the models whose mean MASE over a hierarchy level's
-        series in the earlier windows exceeds ``trim_ratio`` × the level's best model's; a
-        level uses it when it beat the full combination in those windows (None: never).
+    trim_ratio, pools, default_pool
+        Each hierarchy level combines one pool of models
+        (:func:`~pharmalab.forecast.combine.pools`): ``all`` allowed models, ``trimmed``
+        (without the models whose mean MASE over the level's series in the earlier windows
+        exceeds ``trim_ratio`` × the level's best model's; None: no such pool), ``best 3``,
+        ``best 2`` (the level's best models in the earlier windows) or ``best`` (its best
+        model alone); the level takes the pool with
+        the lowest MASE in the earlier windows, ``default_pool`` before any window has
+        scored them (defaults: ``all`` and ``trimmed``, ``all`` first:
+        :data:`~pharmalab.forecast.combine.DEFAULT_POOLS` says why).
     tolerance
         A reconciliation method is rejected when it makes a hierarchy level's MASE worse
         than the unreconciled forecast by more than this fraction in earlier windows.
@@ -86,6 +92,8 @@ class ForecastSettings:
     combination: str = "median"
     top_k: int | None = None
     trim_ratio: float | None = combine.TRIM_RATIO
+    pools: tuple[str, ...] = combine.DEFAULT_POOLS
+    default_pool: str = combine.DEFAULT_POOL
     n_jobs: int = 2
     seed: int = 0
 
@@ -111,6 +119,12 @@ class ForecastSettings:
         if self.trim_ratio is not None and not self.trim_ratio >= 1:
             raise PharmalabInputError(
                 f"trim_ratio must be at least 1 (or None), got {self.trim_ratio}")
+        bad = [p for p in (*self.pools, self.default_pool) if p not in combine.KNOWN_POOLS]
+        if bad or "all" not in self.pools or self.default_pool not in self.pools:
+            raise PharmalabInputError(
+                f"pools must be some of {', '.join(combine.KNOWN_POOLS)} including 'all', and "
+                f"default_pool one of them; got pools={self.pools}, "
+                f"default_pool={self.default_pool!r}")
         if self.top_k is not None and self.top_k < 1:
             raise PharmalabInputError(f"top_k must be at least 1, got {self.top_k}")
         if self.models is not None:
@@ -353,26 +367,27 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
                and "TopDown_forecast_proportions" in settings.reconcilers else "BottomUp")
     if len(hier.tags) < 2:
         default = "none"
-    combination_mase: list[pd.DataFrame] = []  # the combination's own MASE per window
-    strong_mase: list[pd.DataFrame] = []
+    combination_mase: list[pd.DataFrame] = []  # the full combination's MASE per window
+    pool_mase: dict[str, list[pd.DataFrame]] = {}  # each pool's MASE per window
     for k, cutoff in enumerate(cutoffs):
         rows = base_cv[base_cv["cutoff"] == cutoff]
         allowed = combine.allowed_models(rows["unique_id"].unique(), model_cols, classes[cutoff])
         earlier_mase = model_mase[model_mase["cutoff"] < cutoff]
-        weights = combine.weights(earlier_mase, allowed, settings.top_k)
-        pooled, _ = combine.combine(rows, weights, allowed, model_cols, settings.combination)
-        combination_mase.append(combine.mase_of(pooled, rows, scales[cutoff], cutoff))
-        if settings.trim_ratio is not None:
-            strong = combine.trimmed(earlier_mase, allowed, level_of, settings.trim_ratio)
-            pooled_strong, _ = combine.combine(
-                rows, combine.weights(earlier_mase, strong, settings.top_k), strong,
-                model_cols, settings.combination)
-            strong_mase.append(combine.mase_of(pooled_strong, rows, scales[cutoff], cutoff))
-            pick = combine.trimmed_levels(pd.concat(combination_mase[:-1]) if k else None,
-                                  pd.concat(strong_mase[:-1]) if k else None, level_of)
-            pooled = combine.pick_rows(pooled, pooled_strong, pick)
+        pick = combine.choose_pools(pool_mase, level_of, allowed.index, settings.default_pool)
+        pooled_by = {}
+        for name, pool in combine.pools(earlier_mase, allowed, level_of, settings.trim_ratio,
+                                        settings.pools).items():
+            pooled_by[name], _ = combine.combine(
+                rows, combine.weights(earlier_mase, pool, settings.top_k), pool, model_cols,
+                settings.combination)
+            pool_mase.setdefault(name, []).append(
+                combine.mase_of(pooled_by[name], rows, scales[cutoff], cutoff))
+        pooled = combine.pick_pools(pooled_by, pick)
+        # a model alone must beat the median of every model (not a pool chosen by the same
+        # earlier windows) to be trusted alone
+        combination_mase.append(pool_mase["all"][-1])
         dominant = combine.dominant_models(earlier_mase, pd.concat(combination_mase[:-1])
-                                    if k else None, allowed)
+                                           if k else None, allowed)
         combined = combine.alone(pooled, rows, dominant)
         wide = combined.pivot(index="unique_id", columns="ds", values="mean")
         earlier = (pd.concat(chosen_rows) if chosen_rows else None)
@@ -434,19 +449,19 @@ def _assemble(run: _BaseRun, settings: ForecastSettings, say) -> ForecastResult:
     base = run.base_final
     final_classes = classify_demand(series).set_index("unique_id")
     allowed = combine.allowed_models(base["unique_id"].unique(), model_cols, final_classes)
-    weights = combine.weights(model_mase, allowed, settings.top_k)
-    pooled, used = combine.combine(base, weights, allowed, model_cols, settings.combination)
-    pick = pd.Series(dtype=bool)
-    if settings.trim_ratio is not None:
-        strong = combine.trimmed(model_mase, allowed, level_of, settings.trim_ratio)
-        pooled_strong, used_strong = combine.combine(
-            base, combine.weights(model_mase, strong, settings.top_k), strong, model_cols,
+    pick = combine.choose_pools(pool_mase, level_of, allowed.index, settings.default_pool)
+    pooled_by, used_by = {}, {}
+    for name, pool in combine.pools(model_mase, allowed, level_of, settings.trim_ratio,
+                                    settings.pools).items():
+        pooled_by[name], used_by[name] = combine.combine(
+            base, combine.weights(model_mase, pool, settings.top_k), pool, model_cols,
             settings.combination)
-        pick = combine.trimmed_levels(pd.concat(combination_mase), pd.concat(strong_mase),
-                                      level_of)
-        pooled = combine.pick_rows(pooled, pooled_strong, pick)
-        swap = [u for u in used.index if bool(pick.get(u, False))]
-        used.loc[swap] = used_strong.reindex(swap).to_numpy()
+    pick = pick.where(pick.isin(list(pooled_by)), "all")
+    pooled = combine.pick_pools(pooled_by, pick)
+    used = used_by["all"].copy()
+    for name, frame in used_by.items():
+        ids = [u for u in used.index if pick.get(u) == name]
+        used.loc[ids] = frame.reindex(ids).to_numpy()
     dominant = combine.dominant_models(model_mase, pd.concat(combination_mase), allowed)
     combined = combine.alone(pooled, base, dominant)
     used = combine.used_alone(used, dominant)
@@ -652,7 +667,7 @@ def _long(wide: pd.DataFrame) -> pd.DataFrame:
 
 
 def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, final_ids,
-                  lengths, model_cols, short_methods=None, dominant=None, trimmed=None,
+                  lengths, model_cols, short_methods=None, dominant=None, pools=None,
                   trim_ratio=None) -> pd.DataFrame:
     out = pd.DataFrame(index=used.index.rename("unique_id"))
     out["level"] = out.index.map(level_of)
@@ -672,8 +687,8 @@ def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, fina
     out["combination"] = [
         (f"median of {n}" if combination == "median" else f"inverse-MASE mean of {n}")
         + f" model{'s' if n != 1 else ''}" for n in n_used]
-    for uid, flag in (trimmed if trimmed is not None else pd.Series(dtype=bool)).items():
-        if flag and uid in out.index:
+    for uid, pool in (pools if pools is not None else pd.Series(dtype=object)).items():
+        if pool and pool != "all" and uid in out.index:
             kept = used.columns[used.loc[uid] > 0]
             intermittent = bool(classes["intermittent"].get(uid, False))
             left = [m for m in model_cols if m not in kept and m != models.FALLBACK
@@ -681,10 +696,13 @@ def _model_choice(used, combination, model_mase, classes, level_of, cv_ids, fina
                     and np.isfinite(model_mase.loc[model_mase["unique_id"] == uid, m].mean())]
             head = (f"{kept[0]} alone" if len(kept) == 1
                     else out.loc[uid, "combination"])
+            what = (f"without the models over {trim_ratio:g}× the level's best backtest MASE"
+                    if pool == "trimmed" else "the level's best model in backtest"
+                    if pool == "best" else f"the level's {pool.split()[1]} best models in "
+                    "backtest")
             out.loc[uid, "combination"] = (
-                f"{head} (left out, over {trim_ratio:g}× the level's best backtest MASE: "
-                f"{', '.join(left) or 'none'}; without them the level did better than with "
-                "every model in earlier windows)")
+                f"{head} (pool '{pool}': {what}; left out: {', '.join(left) or 'none'}; "
+                "the level did best with this pool in earlier windows)")
     mean_mase = model_mase.groupby("unique_id")[model_cols].mean().reindex(out.index)
     for uid, model in (dominant if dominant is not None else pd.Series(dtype=object)).items():
         if model and uid in out.index:
