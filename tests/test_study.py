@@ -76,6 +76,10 @@ def test_the_demo_studys_cdm_side_keeps_every_cdm_step_and_drops_the_others(tmp_
     assert study.cdm.url == "duckdb:///{out}/cdm.duckdb?memory_limit=2GB"
     assert study.cdm.source == "/data/x10"
     assert Path(study.cohorts.path).is_absolute() and Path(study.cohorts.path).is_dir()
+    # a quote or a backslash in a value (a Windows path) is escaped, not a broken TOML file
+    odd = 'C:\\CDM\\x "10"'
+    study = read_study(_write(folder, demo_cdm_side(source=odd)))
+    assert study.cdm.source == odd
 
 
 def test_missing_study_file(tmp_path):

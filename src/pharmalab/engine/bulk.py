@@ -45,7 +45,7 @@ def copy_into_postgres(db: Database, tables: Iterable[CsvTable]) -> None:
     server is created inside the same transaction, so a failed load leaves no empty schema
     behind. Rows are streamed in blocks of 1 MiB: client memory is flat in the table's size;
     the server needs disk for the table and its WAL (PostgreSQL ≥ 12, psycopg 3). Each
-    table is then analyzed (``ANALYZE``), after the commit.
+    table is analyzed (``ANALYZE``) in the same transaction, right after its copy.
 
     Raises
     ------
@@ -54,7 +54,6 @@ def copy_into_postgres(db: Database, tables: Iterable[CsvTable]) -> None:
         table or schema is changed.
     """
     con = db.con.con  # the backend's psycopg connection (autocommit outside this block)
-    loaded = []
     with con.transaction(), con.cursor() as cursor:
         for t in tables:
             if t.schema:
@@ -68,12 +67,11 @@ def copy_into_postgres(db: Database, tables: Iterable[CsvTable]) -> None:
                     open(t.csv, "rb") as fh:
                 while block := fh.read(_COPY_BLOCK):
                     copy.write(block)
-            loaded.append(target)
-    # Statistics for the planner at once rather than when autovacuum gets to it (PostgreSQL
-    # manual, "Populating a Database: Run ANALYZE Afterwards"): without them the cohort and
-    # characterization joins are planned on guessed row counts and value distributions.
-    with con.cursor() as cursor:
-        for target in loaded:
+            # Statistics for the planner at once rather than when autovacuum gets to it
+            # (PostgreSQL manual, "Populating a Database: Run ANALYZE Afterwards"): without
+            # them the cohort and characterization joins are planned on guessed row counts.
+            # Inside the transaction (ANALYZE, unlike VACUUM, may run there), so a failure
+            # rolls the load back like any other and "nothing was changed" stays true.
             cursor.execute(f"ANALYZE {target}")
 
 

@@ -1,5 +1,6 @@
 """Studies: ``study.toml`` (pydantic model), the runner, the manifest, the bundled demo."""
 
+import json
 from importlib.resources import files
 from pathlib import Path
 
@@ -39,15 +40,21 @@ def demo_cdm_side(*, url: str | None = None, source: str | None = None) -> str:
         if not skipping:
             kept.append(line)
     text = "\n".join(kept) + "\n"
-    text = text.replace('path = "cohorts"', f'path = "{path.parent / "cohorts"}"')
+    text = text.replace('path = "cohorts"', f'path = {_toml_string(path.parent / "cohorts")}')
     for key, value, default in (("url", url, 'url = "duckdb:///{out}/cdm.duckdb"'),
                                 ("source", source, 'source = "eunomia:GiBleed"')):
         if value is None:
             continue
         if default not in text:
             raise ValueError(f"the demo study.toml has no line {default!r} to replace")
-        text = text.replace(default, f'{key} = "{value}"')
+        text = text.replace(default, f"{key} = {_toml_string(value)}")
     return text
+
+
+def _toml_string(value) -> str:
+    """``value`` as a TOML basic string: a JSON string is one (the same escapes for ``"``,
+    ``\\`` and control characters), so a Windows path or a quote in a folder name survives."""
+    return json.dumps(str(value))
 
 
 __all__ = ["NOT_CDM_SECTIONS", "RunResult", "StepRecord", "Study", "check", "demo_cdm_side",
