@@ -314,7 +314,23 @@ def _connect_spark(master: str) -> BaseBackend:
         builder = builder.config(name, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
-    return ibis.pyspark.connect(session)
+    con = ibis.pyspark.connect(session)
+    _register_memtables_before_cache(con)
+    return con
+
+
+def _register_memtables_before_cache(con: BaseBackend) -> None:
+    """Ibis's Spark backend (12.0) compiles ``Table.cache()`` without first registering the
+    expression's in-memory tables (``ibis.memtable``) as execution does, so a cached
+    expression holding one fails with TABLE_OR_VIEW_NOT_FOUND; run the backend's own
+    pre-execution hooks first."""
+    create = con._create_cached_table
+
+    def create_cached_table(name, expr):
+        con._run_pre_execute_hooks(expr)
+        return create(name, expr)
+
+    con._create_cached_table = create_cached_table
 
 
 @dataclass(frozen=True)
